@@ -1,0 +1,1 @@
+"""Training: flat functions (train_one_epoch, evaluate, fit), schedules, metrics, checkpoints."""

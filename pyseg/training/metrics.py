@@ -1,0 +1,112 @@
+"""Segmentation metrics from a bincount confusion matrix.
+
+The confusion matrix ``cm`` is (C, C) int64 with rows = ground truth, columns = prediction.
+mIoU is the nan-mean over classes of IoU = TP / (TP + FP + FN); a class absent from both the
+ground truth and the prediction has IoU = nan and is skipped, as on the competition leaderboard.
+Two averages are reported:
+
+* global mIoU: one confusion matrix accumulated over the whole set (later leaderboards);
+* per-image mIoU: mIoU of each image's own matrix, averaged over images (2021 leaderboard).
+
+Works with numpy arrays or torch tensors (torch is imported only when a tensor comes in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _to_numpy(x):
+    if isinstance(x, np.ndarray):
+        return x
+    try:  # torch tensor
+        return x.detach().cpu().numpy()
+    except AttributeError:
+        return np.asarray(x)
+
+
+def confusion_matrix(gt, pred, num_classes: int, ignore_index: int | None = 255) -> np.ndarray:
+    """(C, C) int64 confusion matrix of integer label maps of the same shape.
+
+    Pixels whose ground truth equals ``ignore_index`` (or lies outside [0, C)) are left out.
+    Predictions outside [0, C) are an error: they mean the model and ``num_classes`` disagree.
+    """
+    gt = _to_numpy(gt)
+    pred = _to_numpy(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth and prediction shapes differ: {gt.shape} vs {pred.shape}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    gt = gt.reshape(-1).astype(np.int64, copy=False)
+    pred = pred.reshape(-1).astype(np.int64, copy=False)
+    keep = (gt >= 0) & (gt < num_classes)
+    if ignore_index is not None:
+        keep &= gt != ignore_index
+    gt, pred = gt[keep], pred[keep]
+    if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
+        raise ValueError(
+            f"prediction has class ids outside [0, {num_classes}): min {pred.min()}, max {pred.max()}")
+    return np.bincount(num_classes * gt + pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
+
+
+def iou_per_class(cm: np.ndarray) -> np.ndarray:
+    """IoU of each class (nan where the class is absent from both gt and prediction)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
+def mean_iou(cm: np.ndarray) -> float:
+    iou = iou_per_class(cm)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def pixel_accuracy(cm: np.ndarray) -> float:
+    cm = np.asarray(cm)
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else float("nan")
+
+
+@dataclass
+class SegMetrics:
+    """Accumulates a global confusion matrix and per-image mIoU over batches."""
+
+    num_classes: int
+    ignore_index: int | None = 255
+    cm: np.ndarray = field(init=False)
+    image_mious: list = field(init=False, default_factory=list)
+
+    def __post_init__(self):
+        self.cm = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, gt, pred) -> None:
+        """Add a batch (B,H,W) or one image (H,W) of integer label maps."""
+        gt = _to_numpy(gt)
+        pred = _to_numpy(pred)
+        if gt.ndim == 2:
+            gt, pred = gt[None], pred[None]
+        if gt.shape != pred.shape:
+            raise ValueError(f"ground truth and prediction shapes differ: {gt.shape} vs {pred.shape}")
+        for g, p in zip(gt, pred):
+            cm = confusion_matrix(g, p, self.num_classes, self.ignore_index)
+            self.cm += cm
+            if cm.sum():
+                self.image_mious.append(mean_iou(cm))
+
+    def merge_(self, cm: np.ndarray, image_mious) -> None:
+        """Add another accumulator's state (e.g. gathered from other ranks)."""
+        self.cm += np.asarray(cm, dtype=np.int64)
+        self.image_mious.extend(float(v) for v in image_mious)
+
+    def compute(self) -> dict:
+        return {
+            "miou": mean_iou(self.cm),
+            "miou_per_image": float(np.mean(self.image_mious)) if self.image_mious else float("nan"),
+            "pixel_acc": pixel_accuracy(self.cm),
+            "iou_per_class": iou_per_class(self.cm).tolist(),
+        }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) with everything pyseg, its tests and its demo need, and installs pyseg into it.
+# Idempotent: rerunning only reinstalls pyseg itself. Environment:
+#   PYSEG_VENV   where the venv lives (default: .venv in the repo)
+#   PYSEG_CUDA   AUTO|ON|OFF for the CUDA module (default AUTO: built when nvcc is found)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${PYSEG_VENV:-.venv}
+PY=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+stamp="$VENV/.pyseg-deps-v1"
+if [ ! -f "$stamp" ]; then
+  echo "== installing dependencies into $VENV (torch from local disk; a few minutes the first time)"
+  $PIP install -q --upgrade pip
+  $PIP install -q torch==2.14.1 torchvision==0.29.1
+  $PIP install -q numpy pybind11 "scikit-build-core>=0.10" cmake ninja \
+      "albumentations==2.0.8" pycocotools pyyaml matplotlib tqdm pillow \
+      pytest hypothesis pytest-timeout
+  # Reference implementation for parity tests and benchmarks only; pyseg never imports it.
+  $PIP install -q pydensecrf2 || echo "warning: pydensecrf2 did not install; parity tests will be skipped"
+  touch "$stamp"
+fi
+echo "== building and installing pyseg (PYSEG_CUDA=${PYSEG_CUDA:-AUTO})"
+$PIP install -q --no-build-isolation --no-deps .
+echo "== ready: $VENV"
