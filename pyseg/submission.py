@@ -1,0 +1,557 @@
+"""Competition submission CSVs and saved class probabilities.
+
+Submission format (see ``shared/docs/competition.md``): a CSV with the header ``image_id,PredictionString``
+and one row per test image in the order of the test json's ``images``; ``image_id`` is the image's
+``file_name`` and ``PredictionString`` the predicted class map at ``size`` x ``size`` (256 in the
+competition), flattened row-major, as space-separated non-negative integers.
+
+Everything here is vectorised: a row of 65,536 integers is encoded or decoded with a handful of
+NumPy operations, never a Python loop over pixels. CSVs are written to a temporary file in the
+destination directory and moved into place with ``os.replace`` only after every row was written and
+checked, so a failed or interrupted run never leaves a half-written submission behind.
+
+``--save-probs`` format (written by :class:`ProbsWriter`, read by :func:`read_probs_index`,
+:func:`load_probs`, averaged by :func:`ensemble_probs`): a directory holding
+
+* ``index.json``: ``{"format": "pyseg-probs", "version": 1, "num_classes": C, "class_names": [...],
+  "size": S, "dtype": "float16", "meta": {...}, "images": [{"image_id": file_name, "id": int,
+  "file": "000000.npz", "height": H, "width": W}, ...]}`` with images in the json's order
+  (``height``/``width`` are the original image's size);
+* one ``NNNNNN.npz`` per image (``np.savez_compressed``) with the array ``probs``: float16, shape
+  (C, S, S), the class probabilities that produced the submission row (after the CRF when it was on),
+  sampled at the submission resolution with the same nearest-neighbour indices as the class map
+  (:func:`resize_nearest`), so the argmax of one saved directory reproduces its submission (up to
+  float16 ties).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+HEADER = ("image_id", "PredictionString")
+PROBS_FORMAT = "pyseg-probs"
+PROBS_VERSION = 1
+_MAX_TOKEN_DIGITS = 9
+
+# A PredictionString of 65,536 ints is over csv's default field limit (131,072 characters).
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic files
+# ----------------------------------------------------------------------------------------------
+def _check_parent_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {path}: directory {parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: directory {parent} is not writable")
+
+
+def _open_temp_beside(path: Path, mode: str = "w"):
+    """A temporary file in ``path``'s directory (so ``os.replace`` is atomic); returns (file, temp_path)."""
+    _check_parent_writable(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
+    if "b" in mode:
+        return os.fdopen(fd, mode), Path(tmp)
+    return os.fdopen(fd, mode, newline="", encoding="utf-8"), Path(tmp)
+
+
+def _finish_temp(f, tmp: Path, path: Path) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    f, tmp = _open_temp_beside(path, "wb")
+    try:
+        f.write(data)
+        _finish_temp(f, tmp, path)
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# encoding / decoding
+# ----------------------------------------------------------------------------------------------
+def resize_nearest(label_map: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a (H, W) or (C, H, W) array to (size, size) / (C, size, size).
+
+    Source index ``floor(i * H / size)`` (as cv2.INTER_NEAREST and torch's ``nearest``): for
+    512 -> 256 this is exactly ``a[..., ::2, ::2]``.
+    """
+    a = np.asarray(label_map)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected a (H, W) or (C, H, W) array, got shape {a.shape}")
+    h, w = a.shape[-2:]
+    if (h, w) == (size, size):
+        return a
+    rows = (np.arange(size, dtype=np.int64) * h) // size
+    cols = (np.arange(size, dtype=np.int64) * w) // size
+    return a[..., rows[:, None], cols[None, :]]
+
+
+def _digit_table(max_value: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lengths (V,), digits (V, D) ASCII) of the decimal strings of 0..max_value."""
+    strs = [str(v).encode("ascii") for v in range(max_value + 1)]
+    width = max(len(s) for s in strs)
+    digits = np.zeros((len(strs), width), dtype=np.uint8)
+    for v, s in enumerate(strs):
+        digits[v, : len(s)] = np.frombuffer(s, dtype=np.uint8)
+    return np.array([len(s) for s in strs], dtype=np.int64), digits
+
+
+def encode_masks(label_maps) -> list[str]:
+    """PredictionStrings of a batch of class maps: (B, H, W) or (H, W) non-negative ints -> list of B str.
+
+    Row-major, space-separated decimal integers. Vectorised over all pixels of the batch.
+    """
+    a = np.asarray(label_maps)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"expected class maps of shape (B, H, W) or (H, W), got {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"class maps must be integers, got dtype {a.dtype}")
+    b = a.shape[0]
+    if a.size == 0:
+        return [""] * b
+    flat = a.reshape(b, -1).astype(np.int64, copy=False)
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo < 0:
+        raise ValueError(f"class maps must be >= 0, got minimum {lo}")
+    if hi >= 10**_MAX_TOKEN_DIGITS:
+        raise ValueError(f"class id {hi} is too large for a submission")
+    lengths, digits = _digit_table(hi)
+    tok_len = lengths[flat] + 1  # each token followed by a separator (space, or newline-free end)
+    row_bytes = tok_len.sum(axis=1)  # includes one trailing separator per row
+    ends = np.cumsum(row_bytes)
+    starts_tok = np.cumsum(tok_len.reshape(-1)) - tok_len.reshape(-1)
+    out = np.full(int(ends[-1]), ord(" "), dtype=np.uint8)
+    flat1 = flat.reshape(-1)
+    for k in range(digits.shape[1]):
+        sel = lengths[flat1] > k if k else slice(None)
+        out[starts_tok[sel] + k] = digits[flat1[sel], k]
+    buf = out.tobytes()
+    result = []
+    begin = 0
+    for e in ends.tolist():
+        result.append(buf[begin : e - 1].decode("ascii"))  # drop the row's trailing space
+        begin = e
+    return result
+
+
+def decode_prediction_string(s: str, size: int | None = None, num_classes: int | None = None) -> np.ndarray:
+    """Class map of a PredictionString: (size, size) int64, or a flat (N,) int64 array when size is None.
+
+    Raises ValueError on anything that is not whitespace-separated non-negative decimal integers, on
+    a count other than size*size, and on ids outside [0, num_classes) when num_classes is given.
+    """
+    if not isinstance(s, str):
+        raise TypeError(f"PredictionString must be a str, got {type(s).__name__}")
+    try:
+        b = np.frombuffer(s.encode("ascii"), dtype=np.uint8)
+    except UnicodeEncodeError:
+        raise ValueError("PredictionString contains non-ASCII characters") from None
+    sep = (b == 32) | (b == 9)
+    d = b.astype(np.int64) - 48
+    is_digit = (d >= 0) & (d <= 9)
+    bad = ~(sep | is_digit)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"PredictionString has {chr(b[i])!r} at character {i}; expected digits and spaces"
+                         + (" (negative class ids are not allowed)" if b[i] == ord("-") else ""))
+    prev_digit = np.concatenate([[False], is_digit[:-1]])
+    start = is_digit & ~prev_digit
+    n_tok = int(start.sum())
+    if size is not None and n_tok != size * size:
+        raise ValueError(f"PredictionString has {n_tok} values, expected {size}x{size} = {size * size}")
+    if n_tok == 0:
+        out = np.zeros(0, dtype=np.int64)
+    else:
+        tok = np.cumsum(start) - 1  # token index of each character (valid where is_digit)
+        idx = np.nonzero(is_digit)[0]
+        t = tok[idx]
+        tok_len = np.bincount(t, minlength=n_tok)
+        if tok_len.max() > _MAX_TOKEN_DIGITS:
+            raise ValueError(f"PredictionString has a value with more than {_MAX_TOKEN_DIGITS} digits")
+        tok_start = idx[np.searchsorted(t, np.arange(n_tok))]
+        power = tok_len[t] - 1 - (idx - tok_start[t])
+        out = np.zeros(n_tok, dtype=np.int64)
+        np.add.at(out, t, d[idx] * (10 ** power))
+    if num_classes is not None and out.size and int(out.max()) >= num_classes:
+        raise ValueError(f"PredictionString has class id {int(out.max())}, expected ids in [0, {num_classes})")
+    return out.reshape(size, size) if size is not None else out
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------
+class SubmissionWriter:
+    """Streams submission rows into a temporary file; ``close()`` checks the count and moves it into place.
+
+    Use as a context manager: on an exception the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        path: destination CSV.
+        image_ids: the expected ``image_id`` of every row, in order (the test json's file names).
+        size: side of the square class maps (PredictionString length = size * size).
+        num_classes: when given, class ids must lie in [0, num_classes).
+    """
+
+    def __init__(self, path, image_ids: Sequence[str], size: int = 256, num_classes: int | None = None):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        self.path = Path(path)
+        self.image_ids = [str(i) for i in image_ids]
+        if not self.image_ids:
+            raise ValueError("a submission needs at least one image id")
+        self.size = size
+        self.num_classes = num_classes
+        self.count = 0
+        self._f, self._tmp = _open_temp_beside(self.path)
+        self._csv = csv.writer(self._f, lineterminator="\n")
+        self._csv.writerow(HEADER)
+
+    def _check_next(self, image_id: str) -> None:
+        if self.count >= len(self.image_ids):
+            raise ValueError(f"too many rows: the submission expects {len(self.image_ids)}")
+        want = self.image_ids[self.count]
+        if str(image_id) != want:
+            raise ValueError(f"row {self.count + 1}: image_id {image_id!r} out of order, expected {want!r}")
+
+    def write_batch(self, image_ids: Sequence[str], label_maps) -> None:
+        """Write rows for (B, size, size) integer class maps (already at the submission size)."""
+        a = np.asarray(label_maps)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3 or a.shape[1:] != (self.size, self.size):
+            raise ValueError(f"class maps must be (B, {self.size}, {self.size}), got {a.shape}")
+        if len(image_ids) != a.shape[0]:
+            raise ValueError(f"{len(image_ids)} image ids for {a.shape[0]} class maps")
+        if self.num_classes is not None and a.size and (int(a.max()) >= self.num_classes or int(a.min()) < 0):
+            raise ValueError(f"class ids must lie in [0, {self.num_classes}), got [{int(a.min())}, {int(a.max())}]")
+        for image_id in image_ids:  # check all before writing any
+            self._check_next(image_id)
+            self.count += 1
+        self.count -= len(image_ids)
+        for image_id, row in zip(image_ids, encode_masks(a)):
+            self._csv.writerow((image_id, row))
+            self.count += 1
+
+    def write(self, image_id: str, label_map) -> None:
+        """Write one row from a (size, size) class map."""
+        self.write_batch([image_id], np.asarray(label_map)[None])
+
+    def close(self) -> Path:
+        """Check the row count, then move the file into place. Returns the path."""
+        if self._f is None:
+            return self.path
+        if self.count != len(self.image_ids):
+            self.abort()
+            raise ValueError(f"submission incomplete: {self.count} rows written, {len(self.image_ids)} expected; "
+                             f"{self.path} was not written")
+        f, self._f = self._f, None
+        try:
+            _finish_temp(f, self._tmp, self.path)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; ``path`` is left as it was."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+        return False
+
+    def __del__(self):  # never leave a stray temp file behind
+        try:
+            if getattr(self, "_f", None) is not None:
+                self.abort()
+        except Exception:
+            pass
+
+
+def write_submission(path, image_ids: Sequence[str], label_maps, size: int = 256,
+                     num_classes: int | None = None) -> Path:
+    """Write a whole submission at once: label_maps (N, size, size) ints in image_ids order."""
+    a = np.asarray(label_maps)
+    with SubmissionWriter(path, image_ids, size, num_classes) as w:
+        w.write_batch(list(image_ids), a)
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading / validation
+# ----------------------------------------------------------------------------------------------
+def iter_submission(path) -> Iterator[tuple[str, str]]:
+    """Yield (image_id, PredictionString) of each row; checks the header and the column count."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"submission {path} does not exist or is not a file")
+    with open(path, newline="", encoding="utf-8") as f:
+        r = csv.reader(f)
+        header = next(r, None)
+        if header is None:
+            raise ValueError(f"{path} is empty; expected the header {','.join(HEADER)}")
+        if tuple(h.strip().lstrip("\ufeff") for h in header) != HEADER:
+            raise ValueError(f"{path}: header is {','.join(header)[:80]!r}, expected {','.join(HEADER)!r}")
+        for lineno, row in enumerate(r, start=2):
+            if len(row) != 2:
+                raise ValueError(f"{path} line {lineno}: expected 2 columns, got {len(row)}")
+            yield row[0], row[1]
+
+
+@dataclass
+class Submission:
+    image_ids: list[str]
+    strings: list[str]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def mask(self, i: int, size: int | None = None) -> np.ndarray:
+        """Class map of row ``i``: (size, size) int64 (size inferred from a square count when None)."""
+        s = self.strings[i]
+        flat = decode_prediction_string(s)
+        if size is None:
+            size = int(round(np.sqrt(flat.size)))
+        if flat.size != size * size:
+            raise ValueError(f"row {i + 1} ({self.image_ids[i]}): {flat.size} values, expected {size * size}")
+        return flat.reshape(size, size)
+
+
+def read_submission(path) -> Submission:
+    """The whole CSV in memory (about as large as the file)."""
+    ids, strings = [], []
+    for image_id, s in iter_submission(path):
+        ids.append(image_id)
+        strings.append(s)
+    return Submission(ids, strings)
+
+
+def decode_submission(path, size: int = 256) -> tuple[list[str], np.ndarray]:
+    """(image_ids, masks (N, size, size) uint8/int64) of a submission CSV."""
+    ids, masks = [], []
+    for image_id, s in iter_submission(path):
+        try:
+            masks.append(decode_prediction_string(s, size))
+        except ValueError as e:
+            raise ValueError(f"{path} row {len(ids) + 1} ({image_id}): {e}") from None
+        ids.append(image_id)
+    arr = np.stack(masks) if masks else np.zeros((0, size, size), dtype=np.int64)
+    if arr.size and arr.max() < 256:
+        arr = arr.astype(np.uint8)
+    return ids, arr
+
+
+def image_ids_from_json(ann_file) -> list[str]:
+    """``file_name`` of every image of a COCO json, in its order; errors when there are none."""
+    ann_file = Path(ann_file)
+    try:
+        with open(ann_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"annotation file {ann_file} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"annotation file {ann_file} is not valid JSON: {e}") from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if not images:
+        raise ValueError(f"annotation file {ann_file} has no images")
+    try:
+        return [str(im["file_name"]) for im in images]
+    except (KeyError, TypeError):
+        raise ValueError(f"annotation file {ann_file}: every image needs a file_name") from None
+
+
+def validate_submission(path, expected_ids: Sequence[str] | None = None, ann_file=None, size: int = 256,
+                        num_classes: int | None = None) -> dict:
+    """Check a submission CSV; raise ValueError naming the first problem, else return a summary.
+
+    Checks: header; one row per expected image, in order (from ``expected_ids`` or ``ann_file``);
+    each PredictionString has size*size non-negative integers; ids < num_classes when given.
+    Returns {"rows": N, "size": size, "max_class": m, "class_pixels": (m+1,) counts}.
+    """
+    if expected_ids is None and ann_file is not None:
+        expected_ids = image_ids_from_json(ann_file)
+    counts = np.zeros(0, dtype=np.int64)
+    n = 0
+    for n, (image_id, s) in enumerate(iter_submission(path), start=1):
+        if expected_ids is not None:
+            if n > len(expected_ids):
+                raise ValueError(f"{path}: more rows than the {len(expected_ids)} expected")
+            if image_id != expected_ids[n - 1]:
+                raise ValueError(f"{path} row {n}: image_id {image_id!r}, expected {expected_ids[n - 1]!r}")
+        try:
+            m = decode_prediction_string(s, size, num_classes)
+        except ValueError as e:
+            raise ValueError(f"{path} row {n} ({image_id}): {e}") from None
+        c = np.bincount(m.reshape(-1))
+        if c.size > counts.size:
+            c[: counts.size] += counts
+            counts = c
+        else:
+            counts[: c.size] += c
+    if expected_ids is not None and n != len(expected_ids):
+        raise ValueError(f"{path}: {n} rows, expected {len(expected_ids)}")
+    if n == 0:
+        raise ValueError(f"{path}: no rows")
+    return {"rows": n, "size": size, "max_class": int(counts.size - 1), "class_pixels": counts}
+
+
+# ----------------------------------------------------------------------------------------------
+# saved probabilities and ensembles
+# ----------------------------------------------------------------------------------------------
+class ProbsWriter:
+    """Writes the ``--save-probs`` directory described in the module docstring."""
+
+    def __init__(self, out_dir, num_classes: int, class_names: Sequence[str] | None, size: int,
+                 meta: dict | None = None):
+        self.dir = Path(out_dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create --save-probs directory {self.dir}: {e.strerror or e}") from None
+        if not os.access(self.dir, os.W_OK | os.X_OK):
+            raise ValueError(f"--save-probs directory {self.dir} is not writable")
+        self.num_classes = int(num_classes)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.size = int(size)
+        self.meta = dict(meta or {})
+        self.images: list[dict] = []
+
+    def write(self, image_id: str, image_int_id: int, probs, height: int, width: int) -> None:
+        """probs: (C, size, size) probabilities (any float dtype; stored as float16)."""
+        p = np.asarray(probs)
+        if p.shape != (self.num_classes, self.size, self.size):
+            raise ValueError(f"probabilities must be ({self.num_classes}, {self.size}, {self.size}), got {p.shape}")
+        name = f"{len(self.images):06d}.npz"
+        f, tmp = _open_temp_beside(self.dir / name, "wb")
+        try:
+            np.savez_compressed(f, probs=p.astype(np.float16))
+            _finish_temp(f, tmp, self.dir / name)
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        self.images.append({"image_id": str(image_id), "id": int(image_int_id), "file": name,
+                            "height": int(height), "width": int(width)})
+
+    def close(self) -> Path:
+        index = {"format": PROBS_FORMAT, "version": PROBS_VERSION, "num_classes": self.num_classes,
+                 "class_names": self.class_names, "size": self.size, "dtype": "float16",
+                 "meta": self.meta, "images": self.images}
+        atomic_write_bytes(self.dir / "index.json", json.dumps(index, indent=1).encode("utf-8"))
+        return self.dir / "index.json"
+
+
+def read_probs_index(probs_dir) -> dict:
+    """The index.json of a ``--save-probs`` directory, checked."""
+    p = Path(probs_dir) / "index.json"
+    try:
+        with open(p, encoding="utf-8") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{probs_dir} is not a --save-probs directory (no index.json)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p} is not valid JSON: {e}") from None
+    if not isinstance(index, dict) or index.get("format") != PROBS_FORMAT:
+        raise ValueError(f"{p} is not a pyseg probabilities index (format != {PROBS_FORMAT!r})")
+    if index.get("version") != PROBS_VERSION:
+        raise ValueError(f"{p}: unsupported version {index.get('version')!r}, expected {PROBS_VERSION}")
+    for key in ("num_classes", "size", "images"):
+        if key not in index:
+            raise ValueError(f"{p}: missing {key!r}")
+    return index
+
+
+def load_probs(probs_dir, entry: dict, index: dict | None = None) -> np.ndarray:
+    """(C, S, S) float32 probabilities of one image entry of the index."""
+    f = Path(probs_dir) / entry["file"]
+    try:
+        with np.load(f) as z:
+            p = z["probs"].astype(np.float32)
+    except FileNotFoundError:
+        raise ValueError(f"{f} is missing (listed in {Path(probs_dir) / 'index.json'})") from None
+    if index is not None:
+        want = (index["num_classes"], index["size"], index["size"])
+        if p.shape != tuple(want):
+            raise ValueError(f"{f}: probabilities of shape {p.shape}, index says {tuple(want)}")
+    return p
+
+
+def ensemble_probs(probs_dirs: Sequence, out_csv, weights: Sequence[float] | None = None,
+                   expected_ids: Sequence[str] | None = None) -> Path:
+    """Average the probabilities of several ``--save-probs`` directories and write a submission.
+
+    All directories must hold the same images in the same order, the same class count (and class
+    names when recorded) and the same size. ``weights`` (one per directory, default equal) are
+    normalised to sum to 1. Returns the CSV path.
+    """
+    dirs = [Path(d) for d in probs_dirs]
+    if not dirs:
+        raise ValueError("ensemble needs at least one --save-probs directory")
+    if weights is None:
+        weights = [1.0] * len(dirs)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(dirs),) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(dirs)} non-negative numbers with a positive sum, got {weights!r}")
+    w = w / w.sum()
+    indexes = [read_probs_index(d) for d in dirs]
+    ref = indexes[0]
+    ref_ids = [e["image_id"] for e in ref["images"]]
+    for d, ix in zip(dirs[1:], indexes[1:]):
+        for key in ("num_classes", "size"):
+            if ix[key] != ref[key]:
+                raise ValueError(f"{d}: {key} = {ix[key]}, but {dirs[0]} has {ref[key]}")
+        if ix.get("class_names") and ref.get("class_names") and ix["class_names"] != ref["class_names"]:
+            raise ValueError(f"{d}: class names differ from {dirs[0]}")
+        ids = [e["image_id"] for e in ix["images"]]
+        if ids != ref_ids:
+            raise ValueError(f"{d}: images differ from {dirs[0]} ({len(ids)} vs {len(ref_ids)} images, "
+                             "or another order)")
+    if expected_ids is not None and list(expected_ids) != ref_ids:
+        raise ValueError(f"the --save-probs images ({len(ref_ids)}) differ from the json's ({len(expected_ids)})")
+    size, c = ref["size"], ref["num_classes"]
+    with SubmissionWriter(out_csv, ref_ids, size, c) as writer:
+        for i, entry in enumerate(ref["images"]):
+            acc = np.zeros((c, size, size), dtype=np.float32)
+            for k, (d, ix) in enumerate(zip(dirs, indexes)):
+                acc += np.float32(w[k]) * load_probs(d, ix["images"][i], ix)
+            writer.write(entry["image_id"], acc.argmax(0))
+    return Path(out_csv)
