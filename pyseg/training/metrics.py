@@ -110,3 +110,26 @@ class SegMetrics:
             "pixel_acc": pixel_accuracy(self.cm),
             "iou_per_class": iou_per_class(self.cm).tolist(),
         }
+
+
+def all_reduce_metrics(metrics: SegMetrics, device=None) -> SegMetrics:
+    """A new SegMetrics holding the union over all ranks of ``metrics`` (collective call).
+
+    The confusion matrices are summed with ``all_reduce`` (int64, on ``device``: a CUDA device for nccl,
+    CPU for gloo) and the per-image mIoUs of every rank are gathered, so ``compute()`` afterwards gives
+    the same numbers as one process that saw every image. Without an initialised process group (or with
+    one rank) a copy of ``metrics`` is returned.
+    """
+    import torch
+    import torch.distributed as dist
+
+    out = SegMetrics(metrics.num_classes, metrics.ignore_index)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        out.merge_(metrics.cm, metrics.image_mious)
+        return out
+    cm = torch.as_tensor(metrics.cm, dtype=torch.int64, device=device)
+    dist.all_reduce(cm, op=dist.ReduceOp.SUM)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, [float(v) for v in metrics.image_mious])
+    out.merge_(cm.cpu().numpy(), [v for part in gathered for v in part])
+    return out

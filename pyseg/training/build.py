@@ -1,0 +1,174 @@
+"""Build what a run needs from a Config: device, datasets, model, optimizer, data loaders.
+
+Small functions, each readable on its own; :func:`pyseg.training.engine.fit` calls them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyseg.config import Config, DataConfig, OptimConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> cuda:<local_rank> when CUDA is available, else cpu; ``cuda`` -> cuda:<local_rank>."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device is {name!r} but CUDA is not available; use 'cpu' or 'auto'")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False, device: torch.device | None = None) -> None:
+    """Seed python, numpy and torch; with ``deterministic`` also force deterministic algorithms."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        cuda = device is not None and device.type == "cuda"
+        # Some CUDA backward kernels (bilinear upsampling) have no deterministic version: warn, do not fail.
+        torch.use_deterministic_algorithms(True, warn_only=cuda)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif device is not None and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def _ann_path(root: str, ann: str) -> str:
+    p = Path(ann)
+    return str(p if p.is_absolute() else Path(root) / p)
+
+
+def build_datasets(data: DataConfig):
+    """(train_set, val_set) as ``pyseg.data.CocoSegmentation`` with the train/eval transforms."""
+    from pyseg.data import CocoSegmentation
+    from pyseg.data.transforms import eval_transform, train_transform
+
+    if not data.root:
+        raise ValueError("config: data.root is not set; point it at the folder with the images and the json "
+                         "files, e.g. --set data.root=/path/to/data")
+    root = Path(data.root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root {root} is not a folder")
+    eval_size = data.eval_size or data.image_size
+    common = dict(classes=data.classes, overlap=data.overlap)
+    train_set = CocoSegmentation(str(root), _ann_path(str(root), data.train_ann),
+                                 transform=train_transform(data.image_size, **data.train_transform), **common)
+    val_set = CocoSegmentation(str(root), _ann_path(str(root), data.val_ann),
+                               transform=eval_transform(eval_size, **data.eval_transform), **common)
+    if train_set.num_classes != val_set.num_classes:
+        raise ValueError(f"train and val sets disagree on the number of classes: "
+                         f"{train_set.num_classes} vs {val_set.num_classes}")
+    return train_set, val_set
+
+
+def checkpoint_model_kwargs(kwargs: dict) -> dict:
+    """Model kwargs as stored in checkpoints: no ``pretrained_backbone`` (the weights are in the state)."""
+    return {k: v for k, v in kwargs.items() if k != "pretrained_backbone"}
+
+
+def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
+    from pyseg.models import create_model
+
+    return create_model(cfg.model.name, num_classes, **cfg.model.kwargs)
+
+
+def split_backbone_head(model: torch.nn.Module):
+    """(backbone params, head params): the model's own ``param_groups()`` when it has one, else by name."""
+    from pyseg.training.checkpoint import unwrap_model
+
+    inner = unwrap_model(model)
+    if callable(getattr(inner, "param_groups", None)):
+        backbone, head = inner.param_groups()
+        return list(backbone), list(head)
+    backbone, head = [], []
+    for name, p in inner.named_parameters():
+        (backbone if name.startswith(("backbone.", "encoder.")) else head).append(p)
+    return backbone, head
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD with two parameter groups (backbone at ``backbone_lr``, head at ``lr``).
+
+    Group 0 is the backbone (when it has parameters), the last group the head; frozen parameters
+    (requires_grad False) are left out.
+    """
+    backbone, head = split_backbone_head(model)
+    backbone = [p for p in backbone if p.requires_grad]
+    head = [p for p in head if p.requires_grad]
+    groups = []
+    if backbone:
+        groups.append({"params": backbone, "lr": cfg.lr if cfg.backbone_lr is None else cfg.backbone_lr,
+                       "name": "backbone"})
+    if head:
+        groups.append({"params": head, "lr": cfg.lr, "name": "head"})
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r}; expected adam, adamw or sgd")
+
+
+def _transforms_of(dataset):
+    """Albumentations-like transforms reachable from ``dataset`` (through Subset / ConcatDataset)."""
+    out = []
+    stack = [dataset]
+    while stack:
+        ds = stack.pop()
+        t = getattr(ds, "transform", None)
+        if callable(getattr(t, "set_random_seed", None)):
+            out.append(t)
+        if hasattr(ds, "dataset"):
+            stack.append(ds.dataset)
+        stack.extend(getattr(ds, "datasets", []))
+    return out
+
+
+def seed_transforms(dataset, seed: int) -> None:
+    """Re-seed the dataset's augmentation pipeline (albumentations keeps its own generator)."""
+    for t in _transforms_of(dataset):
+        t.set_random_seed(int(seed) % 2**32)
+
+
+def _worker_init(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    seed_transforms(info.dataset, seed)
+
+
+def make_loader(dataset, batch_size: int, *, sampler, num_workers: int, seed: int, pin_memory: bool = False,
+                drop_last: bool = False) -> torch.utils.data.DataLoader:
+    """DataLoader whose worker seeds (and augmentation seeds) depend only on ``seed``.
+
+    With ``num_workers == 0`` the augmentation pipeline is re-seeded here, in the main process.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if num_workers == 0:
+        seed_transforms(dataset, seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+        drop_last=drop_last, generator=gen, worker_init_fn=_worker_init if num_workers else None,
+        persistent_workers=False)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A distinct, reproducible seed for each (run seed, epoch, rank)."""
+    return (seed * 1_000_003 + epoch * 1009 + rank) % 2**63

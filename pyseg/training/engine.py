@@ -1,0 +1,277 @@
+"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit``, flat and readable in one sitting.
+
+Batches are dicts {"image": (B,3,H,W) float, "mask": (B,H,W) int64} (or (image, mask) tuples).
+``fit(cfg, run_dir)`` builds everything from the config, trains for ``cfg.train.epochs`` epochs with
+evaluation after each, writes the run files (see :mod:`pyseg.training.run_files`) from rank 0, stops
+early when the monitored value stops improving, and resumes from ``checkpoints/last.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pyseg.config import Config
+from pyseg.training import build, distributed as D
+from pyseg.training.checkpoint import get_rng_state, load_checkpoint, set_rng_state, unwrap_model
+from pyseg.training.early_stopping import EarlyStopping
+from pyseg.training.metrics import SegMetrics, all_reduce_metrics
+from pyseg.training.run_files import RunFiles
+from pyseg.training.schedules import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def _unpack(batch, device, channels_last: bool):
+    image, mask = (batch["image"], batch["mask"]) if isinstance(batch, dict) else batch
+    image = image.to(device, non_blocking=True)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return image, mask.to(device, non_blocking=True).long()
+
+
+def _autocast(device: torch.device, amp_dtype):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def _progress(iterable, enabled: bool, desc: str, total: int):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, *, device, num_classes: int, ignore_index: int = 255,
+                    scaler=None, amp_dtype=None, accum_steps: int = 1, grad_clip: float | None = None,
+                    channels_last: bool = False, max_batches: int | None = None, log_every: int = 20,
+                    progress: bool = False, epoch: int = 0, lr_log: list | None = None) -> dict:
+    """One pass over ``loader``; the scheduler steps after every optimizer step.
+
+    The loss is pixel-mean cross-entropy per batch, divided by ``accum_steps``; the optimizer steps every
+    ``accum_steps`` batches and after the last one. Appends ``[epoch (1-based), step, lr_group0, lr_group1, ...]``
+    (the LR used by that step) to ``lr_log``. Returns {"loss" (image-weighted mean over ranks), "miou",
+    "miou_per_image", "pixel_acc"} computed from the argmax of the training logits.
+    """
+    model.train()
+    metrics = SegMetrics(num_classes, ignore_index)
+    n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
+    loss_sum, n_images = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    for i, batch in enumerate(_progress(loader, progress, f"train {epoch + 1}", n_batches)):
+        if i >= n_batches:
+            break
+        image, mask = _unpack(batch, device, channels_last)
+        do_step = (i + 1) % accum_steps == 0 or i + 1 == n_batches
+        sync = model.no_sync() if (not do_step and hasattr(model, "no_sync")) else contextlib.nullcontext()
+        with sync:
+            with _autocast(device, amp_dtype):
+                logits = model(image)
+                loss = F.cross_entropy(logits.float(), mask, ignore_index=ignore_index)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1}; lower the "
+                                         "learning rate, enable grad clipping or check the data")
+            scaled = loss / accum_steps
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if do_step:
+            if lr_log is not None:
+                lr_log.append([epoch + 1, len(lr_log)] + [g["lr"] for g in optimizer.param_groups])
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+        loss_sum += loss.item() * image.shape[0]
+        n_images += image.shape[0]
+        metrics.update(mask, logits.detach().argmax(1))
+        if not progress and (i + 1) % log_every == 0:
+            log.info("epoch %d [%d/%d] loss %.4f lr %.3g %.1f img/s", epoch + 1, i + 1, n_batches, loss.item(),
+                     optimizer.param_groups[-1]["lr"], n_images / (time.perf_counter() - t0))
+    loss_sum, n_images = D.all_reduce_sum([loss_sum, n_images], device if D.is_dist() else "cpu")
+    out = all_reduce_metrics(metrics, device=device).compute()
+    out.pop("iou_per_class")
+    out["loss"] = loss_sum / max(n_images, 1)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, loader, *, device, num_classes: int, ignore_index: int = 255, amp_dtype=None,
+             channels_last: bool = False, max_batches: int | None = None, progress: bool = False) -> dict:
+    """Cross-entropy (mean over all valid pixels of the set) and segmentation metrics, reduced over ranks.
+
+    Logits are upsampled bilinearly when the model's output size differs from the mask. Returns {"loss",
+    "miou", "miou_per_image", "pixel_acc", "iou_per_class"}.
+    """
+    model.eval()
+    metrics = SegMetrics(num_classes, ignore_index)
+    loss_sum, n_pixels = 0.0, 0
+    n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
+    for i, batch in enumerate(_progress(loader, progress, "val", n_batches)):
+        if i >= n_batches:
+            break
+        image, mask = _unpack(batch, device, channels_last)
+        with _autocast(device, amp_dtype):
+            logits = model(image)
+        logits = logits.float()
+        if logits.shape[-2:] != mask.shape[-2:]:
+            logits = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        loss_sum += F.cross_entropy(logits, mask, ignore_index=ignore_index, reduction="sum").item()
+        n_pixels += int((mask != ignore_index).sum())
+        metrics.update(mask, logits.argmax(1))
+    loss_sum, n_pixels = D.all_reduce_sum([loss_sum, n_pixels], device if D.is_dist() else "cpu")
+    out = all_reduce_metrics(metrics, device=device).compute()
+    out["loss"] = loss_sum / n_pixels if n_pixels else float("nan")
+    return out
+
+
+def _amp_setup(amp: str, device: torch.device):
+    """(autocast dtype or None, GradScaler or None) for ``train.amp`` on ``device``."""
+    if amp == "none":
+        return None, None
+    if device.type != "cuda":
+        if amp == "bf16":
+            return torch.bfloat16, None
+        log.warning("train.amp=fp16 needs CUDA; training in float32 on %s", device)
+        return None, None
+    if amp == "bf16":
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None, progress: bool = False) -> dict:
+    """Train ``cfg`` into ``run_dir``; returns {"best_miou", "best_epoch", "epochs_run", "stopped_early",
+    "history"}.
+
+    ``model`` / ``datasets`` = (train_set, val_set) may be given to bypass ``create_model`` and the COCO
+    datasets (tests, notebooks). Datasets need ``num_classes`` (and optionally ``class_names``).
+    """
+    run_dir = Path(run_dir)
+    device = build.resolve_device(cfg.train.device, D.env_dist_info().local_rank)
+    info = D.init_distributed(cfg.train.dist_backend, device.type)
+    device = build.resolve_device(cfg.train.device, info.local_rank)
+    build.seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic, device)
+
+    train_set, val_set = datasets if datasets is not None else build.build_datasets(cfg.data)
+    num_classes = int(train_set.num_classes)
+    class_names = list(getattr(train_set, "class_names", None) or [str(c) for c in range(num_classes)])
+    if model is None:
+        model = build.build_model(cfg, num_classes)
+    model = D.maybe_sync_batchnorm(model, cfg.model.sync_bn).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ddp_model = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type ==
+                                                           "cuda" else None) if D.is_dist() else model)
+
+    train_sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
+                                                        shuffle=True, seed=cfg.train.seed)
+    val_sampler = D.ShardSampler(val_set, info.rank, info.world_size)
+    bs, vbs = cfg.data.batch_size, cfg.data.val_batch_size or cfg.data.batch_size
+    drop_last = len(train_sampler) > bs  # avoid a last batch of 1 image (BatchNorm needs 2 in training)
+    n_batches = len(train_sampler) // bs if drop_last else math.ceil(len(train_sampler) / bs)
+    if cfg.train.max_train_batches:
+        n_batches = min(n_batches, cfg.train.max_train_batches)
+    if n_batches == 0:
+        raise ValueError(f"the training set of rank {info.rank} is empty ({len(train_set)} images)")
+    steps_per_epoch = math.ceil(n_batches / cfg.train.accum_steps)
+
+    optimizer = build.build_optimizer(ddp_model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch * cfg.train.epochs)
+    amp_dtype, scaler = _amp_setup(cfg.train.amp, device)
+    stopper = EarlyStopping(cfg.early_stopping.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
+    files = RunFiles(run_dir, class_names, enabled=info.is_main, tensorboard=cfg.train.tensorboard)
+
+    start_epoch, best_miou, history, lr_log = 0, -math.inf, [], []
+    if resume:
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
+        unwrap_model(ddp_model).load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_miou = int(ckpt["epoch"]), float(ckpt["best_miou"])
+        stopper.load_state_dict(ckpt.get("early_stopping") or {})
+        history, lr_log = files.load_history(start_epoch)
+        rng = ckpt["rng"]
+        set_rng_state(rng[info.rank] if isinstance(rng, list) else rng)
+        log.info("resumed from %s at epoch %d (best mIoU %.4f)", run_dir / "checkpoints" / "last.pt",
+                 start_epoch, best_miou)
+    if info.is_main:
+        files.start(cfg)
+
+    ckpt_base = {"model_name": cfg.model.name, "model_kwargs": build.checkpoint_model_kwargs(cfg.model.kwargs),
+                 "num_classes": num_classes, "class_names": class_names, "config": cfg.to_dict()}
+    stopped_early = stopper.should_stop
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if stopped_early:
+            break
+        t0 = time.perf_counter()
+        train_sampler.set_epoch(epoch)
+        seed = build.epoch_seed(cfg.train.seed, epoch, info.rank)
+        train_loader = build.make_loader(train_set, bs, sampler=train_sampler, num_workers=cfg.data.num_workers,
+                                         seed=seed, pin_memory=device.type == "cuda", drop_last=drop_last)
+        train = train_one_epoch(ddp_model, train_loader, optimizer, scheduler, device=device,
+                                num_classes=num_classes, ignore_index=cfg.data.ignore_index, scaler=scaler,
+                                amp_dtype=amp_dtype, accum_steps=cfg.train.accum_steps,
+                                grad_clip=cfg.train.grad_clip, channels_last=cfg.train.channels_last,
+                                max_batches=n_batches, log_every=cfg.train.log_every,
+                                progress=progress and info.is_main, epoch=epoch, lr_log=lr_log)
+        val_loader = build.make_loader(val_set, vbs, sampler=val_sampler, num_workers=cfg.data.num_workers,
+                                       seed=seed, pin_memory=device.type == "cuda")
+        val = evaluate(unwrap_model(ddp_model), val_loader, device=device, num_classes=num_classes,
+                       ignore_index=cfg.data.ignore_index, amp_dtype=amp_dtype,
+                       channels_last=cfg.train.channels_last, max_batches=cfg.train.max_val_batches,
+                       progress=progress and info.is_main)
+        row = {"epoch": epoch + 1, "train_loss": train["loss"], "val_loss": val["loss"], "val_miou": val["miou"],
+               "val_miou_per_image": val["miou_per_image"], "val_pixel_acc": val["pixel_acc"],
+               "train_miou": train["miou"], "train_pixel_acc": train["pixel_acc"],
+               "lr": lr_log[-1][-1] if lr_log else optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0}
+        history.append(row)
+        improved = math.isfinite(val["miou"]) and val["miou"] > best_miou
+        best_miou = max(best_miou, val["miou"]) if math.isfinite(val["miou"]) else best_miou
+        stopped_early = stopper.step(row[cfg.early_stopping.monitor])
+        log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_mIoU %.4f (per image %.4f) acc %.4f %.1fs%s",
+                 epoch + 1, cfg.train.epochs, row["train_loss"], row["val_loss"], row["val_miou"],
+                 row["val_miou_per_image"], row["val_pixel_acc"], row["seconds"], " *" if improved else "")
+
+        rng = get_rng_state()
+        if D.is_dist():  # every rank's generators, so that a resumed DDP run continues each stream
+            gathered = [None] * info.world_size
+            torch.distributed.all_gather_object(gathered, rng)
+            rng = gathered
+        if info.is_main:
+            ckpt = dict(ckpt_base, model=unwrap_model(ddp_model).state_dict(), epoch=epoch + 1,
+                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict() if scaler is not None else None, rng=rng,
+                        metrics={"train": train, "val": val}, best_miou=best_miou,
+                        early_stopping=stopper.state_dict(), pyseg_version=_version())
+            files.save_epoch(row, history, lr_log, ckpt, improved, val["iou_per_class"], plots=cfg.train.plots)
+        D.barrier()
+        if stopped_early:
+            log.info("early stopping: %s has not improved for %d epochs (best %.4f)", stopper.monitor,
+                     stopper.patience, stopper.best)
+    files.close()
+    best = max(history, key=lambda r: (r["val_miou"] if math.isfinite(r["val_miou"]) else -1)) if history else None
+    return {"best_miou": best_miou if math.isfinite(best_miou) else float("nan"),
+            "best_epoch": best["epoch"] if best else None, "epochs_run": len(history),
+            "stopped_early": stopped_early, "history": history}
+
+
+def _version() -> str:
+    import pyseg
+
+    return getattr(pyseg, "__version__", "unknown")
