@@ -237,8 +237,14 @@ def forward_probs(model, x, out_sizes: Sequence[tuple[int, int]], tta: TTA = TTA
                     p = lg.softmax(1)
                     for j, i in enumerate(idx):
                         acc[i] = p[j] if acc[i] is None else acc[i].add_(p[j])
-    n = tta.num_views
-    return [a.div_(n) if n > 1 else a for a in acc]
+        n = tta.num_views
+        return [a.div_(n) if n > 1 else a for a in acc]
+
+
+def _dense_crf():
+    from pyseg.crf import dense_crf
+
+    return dense_crf
 
 
 def run_crf_grouped(probs: Sequence, images: Sequence, params, device="cpu", num_threads=None) -> list:
@@ -247,8 +253,7 @@ def run_crf_grouped(probs: Sequence, images: Sequence, params, device="cpu", num
     probs: (C, H_i, W_i) float32 numpy arrays (or torch tensors, for the CUDA path); images:
     (H_i, W_i, 3) uint8 RGB of the same kind.
     """
-    from pyseg.crf import dense_crf
-
+    dense_crf = _dense_crf()
     groups = collections.defaultdict(list)
     for i, p in enumerate(probs):
         groups[tuple(p.shape[-2:])].append(i)
