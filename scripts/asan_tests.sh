@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Run the CRF tests against an AddressSanitizer + UndefinedBehaviorSanitizer build of the CPU extension.
+#
+#   PYTHON=.venv/bin/python scripts/asan_tests.sh [extra pytest args]
+#
+# Builds _crf_cpu with -DPYSEG_SANITIZE=ON in build/asan (never installed into pyseg/crf/), copies the pyseg
+# package into a temporary directory with the sanitized module in its crf/, and runs tests/test_crf_*.py
+# there with libasan/libubsan preloaded into the (uninstrumented) Python. Any sanitizer report fails the run.
+# Leak detection is off: CPython keeps objects alive at exit by design.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-.venv/bin/python}"
+case "$PYTHON" in /*) ;; */*) PYTHON="$REPO/$PYTHON" ;; esac
+command -v "$PYTHON" >/dev/null || { echo "asan_tests: python not found: $PYTHON" >&2; exit 2; }
+BUILD="$REPO/build/asan"
+# cmake / ninja installed into the venv live next to its python
+export PATH="$(dirname "$PYTHON"):$PATH"
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+CXX="${CXX:-g++}"
+command -v "$CXX" >/dev/null || { echo "asan_tests: C++ compiler not found: $CXX" >&2; exit 2; }
+
+echo "== configure + build (sanitized) in $BUILD"
+PYBIND11_DIR="$("$PYTHON" -m pybind11 --cmakedir)"
+cmake -S "$REPO" -B "$BUILD" "${GEN[@]}" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$CXX" \
+  -DPYSEG_SANITIZE=ON -DPYSEG_CUDA=OFF \
+  -DPython_EXECUTABLE="$PYTHON" -Dpybind11_DIR="$PYBIND11_DIR" >/dev/null
+cmake --build "$BUILD" --target _crf_cpu
+SO="$(find "$BUILD" -maxdepth 2 -name '_crf_cpu*.so' -newer "$BUILD/CMakeCache.txt" | head -n 1)"
+[ -n "$SO" ] || SO="$(find "$BUILD" -maxdepth 2 -name '_crf_cpu*.so' | head -n 1)"
+[ -n "$SO" ] || { echo "asan_tests: no _crf_cpu*.so built under $BUILD" >&2; exit 1; }
+nm -D "$SO" | grep -q __asan_ || ldd "$SO" | grep -q libasan \
+  || { echo "asan_tests: $SO is not an ASan build" >&2; exit 1; }
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/pyseg-asan.XXXXXX")"
+trap 'rm -rf "$TMP"' EXIT
+# The package without any in-place extension modules or caches, plus the sanitized module.
+(cd "$REPO" && tar cf - --exclude='__pycache__' --exclude='*.so' pyseg) | (cd "$TMP" && tar xf -)
+cp "$SO" "$TMP/pyseg/crf/"
+
+# A pytest plugin that fails the session unless the sanitized module was the one the tests imported.
+cat > "$TMP/pyseg_asan_check.py" <<EOF
+import sys
+
+def pytest_sessionfinish(session, exitstatus):
+    mod = sys.modules.get("pyseg.crf._crf_cpu")
+    path = getattr(mod, "__file__", None)
+    print("\n[asan] pyseg.crf._crf_cpu loaded from:", path)
+    if path is None or not path.startswith("$TMP/"):
+        print("[asan] ERROR: the tests did not use the sanitized module")
+        session.exitstatus = 3
+EOF
+
+ASAN_LIB="$("$CXX" -print-file-name=libasan.so)"
+UBSAN_LIB="$("$CXX" -print-file-name=libubsan.so)"
+for lib in "$ASAN_LIB" "$UBSAN_LIB"; do
+  [ -e "$lib" ] || { echo "asan_tests: sanitizer runtime not found: $lib" >&2; exit 2; }
+done
+export LD_PRELOAD="$ASAN_LIB:$UBSAN_LIB${LD_PRELOAD:+:$LD_PRELOAD}"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:check_initialization_order=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export PYTHONPATH="$TMP"
+export PYTHONDONTWRITEBYTECODE=1
+
+echo "== sanity: the sanitized module is the one imported"
+(cd "$TMP" && "$PYTHON" -c "import pyseg.crf._crf_cpu as m, sys; print('[asan] module:', m.__file__); \
+sys.exit(0 if m.__file__.startswith('$TMP/') else 1)")
+
+echo "== CRF tests under ASan + UBSan"
+LOG="$TMP/pytest.log"
+set +e
+(cd "$TMP" && "$PYTHON" -m pytest -p pyseg_asan_check -p no:cacheprovider \
+   --rootdir="$REPO" -c "$REPO/pyproject.toml" -q \
+   "$REPO"/tests/test_crf_*.py "$@" 2>&1) | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+if grep -qE "ERROR: AddressSanitizer|runtime error:|SUMMARY: (Address|UndefinedBehavior)Sanitizer" "$LOG"; then
+  echo "asan_tests: sanitizer report found (see above)" >&2
+  exit 1
+fi
+if [ "$status" -ne 0 ]; then
+  echo "asan_tests: pytest exited with status $status" >&2
+  exit "$status"
+fi
+echo "asan_tests: OK (no sanitizer reports)"
