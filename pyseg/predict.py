@@ -143,9 +143,17 @@ def input_size_from_checkpoint(ckpt: dict, default: int | None = 512) -> int | N
     return data.get("eval_size") or data.get("image_size") or default
 
 
+def resolve_ann(root, ann_file) -> Path:
+    """``ann_file`` as given, or ``root/ann_file`` when only that exists (as pyseg.data does)."""
+    p = Path(ann_file)
+    if not p.is_file() and (Path(root) / p).is_file():
+        return Path(root) / p
+    return p
+
+
 def check_images_exist(root, ann_file) -> list[dict]:
     """The json's ``images`` entries, after checking the json has images and that every file exists."""
-    ann_file = Path(ann_file)
+    ann_file = resolve_ann(root, ann_file)
     try:
         data = json.loads(ann_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -190,7 +198,8 @@ def preprocess(images: Sequence[np.ndarray], input_size: int | None, device="cpu
     for im in images:
         if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
             raise ValueError(f"images must be (H, W, 3) uint8 RGB, got {im.shape} {im.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(im)).to(device).permute(2, 0, 1)[None].float().div_(255)
+        a = im if im.flags.writeable and im.flags.c_contiguous else np.array(im)  # torch wants writable memory
+        t = torch.from_numpy(a).to(device).permute(2, 0, 1)[None].float().div_(255)
         if input_size is not None and t.shape[-2:] != (input_size, input_size):
             t = F.interpolate(t, size=(input_size, input_size), mode="bilinear", align_corners=False)
         out.append(t)
@@ -374,7 +383,7 @@ def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = 
                 for i, p in zip(idx, forward_probs(model, x, [sizes[i] for i in idx], tta, num_classes)):
                     probs_t[i] = p
             if crf_dev == "cuda":
-                imgs_t = [torch.from_numpy(np.ascontiguousarray(im)).to(device) for im in images]
+                imgs_t = [torch.from_numpy(np.array(im)).to(device) for im in images]
                 q = run_crf_grouped([p.to(device) for p in probs_t], imgs_t, crf, "cuda", num_threads)
                 probs = [p.cpu().numpy() for p in probs_t]
                 yield from finish(items, probs, [t.cpu().numpy() for t in q])
@@ -407,6 +416,7 @@ def open_dataset(root, ann_file, ckpt: dict | None = None):
     overlap rule of the checkpoint's training config; checks the json and the image files first."""
     from pyseg.data import CocoSegmentation
 
+    ann_file = resolve_ann(root, ann_file)
     check_images_exist(root, ann_file)
     data_cfg = ((ckpt or {}).get("config") or {}).get("data") or {}
     kwargs = {}
@@ -416,12 +426,22 @@ def open_dataset(root, ann_file, ckpt: dict | None = None):
         kwargs["overlap"] = data_cfg["overlap"]
     try:
         return CocoSegmentation(str(root), str(ann_file), **kwargs)
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, FileNotFoundError) as e:
         raise ValueError(f"{ann_file} could not be read as a COCO segmentation json: {e}") from None
 
 
+def with_progress(iterable, total: int, enabled: bool, desc: str = "predict"):
+    """``iterable`` wrapped in a tqdm bar when ``enabled`` (the CLI enables it only on a terminal)."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
 def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] | None = None,
-                          size: int = 256, save_probs=None, vis_dir=None, palette=None, class_names=None, meta: dict | None = None,
+                          size: int = 256, save_probs=None, vis_dir=None, palette=None,
+                          class_names=None, meta: dict | None = None, progress: bool = False,
                           **predict_kwargs) -> dict:
     """Run :func:`predict_dataset` and write the submission CSV (atomically, validated row by row).
 
@@ -446,7 +466,8 @@ def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] |
             probs_writer = submission.ProbsWriter(save_probs, num_classes, class_names, size, meta)
         keep = probs_writer is not None
         n = 0
-        for r in predict_dataset(model, dataset, keep_probs=keep, **predict_kwargs):
+        results = predict_dataset(model, dataset, keep_probs=keep, **predict_kwargs)
+        for r in with_progress(results, len(dataset), progress):
             writer.write(r.image_id, submission.resize_nearest(r.final, size))
             if probs_writer is not None:
                 probs_writer.write(r.image_id, r.id, submission.resize_nearest(r.probs, size), *r.image.shape[:2])
