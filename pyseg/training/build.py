@@ -132,7 +132,7 @@ def _transforms_of(dataset):
     while stack:
         ds = stack.pop()
         t = getattr(ds, "transform", None)
-        if callable(getattr(t, "set_random_seed", None)):
+        if callable(getattr(t, "set_random_state", None)) or callable(getattr(t, "set_random_seed", None)):
             out.append(t)
         if hasattr(ds, "dataset"):
             stack.append(ds.dataset)
@@ -141,9 +141,17 @@ def _transforms_of(dataset):
 
 
 def seed_transforms(dataset, seed: int) -> None:
-    """Re-seed the dataset's augmentation pipeline (albumentations keeps its own generator)."""
-    for t in _transforms_of(dataset):
-        t.set_random_seed(int(seed) % 2**32)
+    """Re-seed the dataset's augmentation pipeline (albumentations keeps its own generators).
+
+    One shared stream for the whole Compose (``set_random_state``), not one equal seed per child transform
+    (``set_random_seed``), whose coin flips would be correlated.
+    """
+    for i, t in enumerate(_transforms_of(dataset)):
+        s = (int(seed) + 7919 * i) % 2**32
+        if callable(getattr(t, "set_random_state", None)):
+            t.set_random_state(np.random.default_rng(s), random.Random(s))
+        else:
+            t.set_random_seed(s)
 
 
 def _worker_init(worker_id: int) -> None:

@@ -1,0 +1,173 @@
+"""fit() end to end on a tiny model and tiny synthetic data: run files, resume equivalence, early stopping."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pyseg.config import Config, apply_overrides
+from pyseg.training.checkpoint import load_checkpoint
+from pyseg.training.engine import evaluate, fit
+
+
+class Shapes(torch.utils.data.Dataset):
+    """N images (3,16,16) with a 3-class mask derived from the pixels; optional random flips from np.random."""
+
+    num_classes = 3
+    class_names = ["bg", "bright", "red"]
+
+    def __init__(self, n: int, seed: int, augment: bool = False, fail_after: int | None = None):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 3, 16, 16, generator=g)
+        self.y = (self.x.mean(1) > 0.3).long() + (self.x[:, 0] > 1.0).long()
+        self.augment, self.fail_after, self.calls = augment, fail_after, 0
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        x, y = self.x[i], self.y[i]
+        if self.augment and np.random.rand() < 0.5:  # global numpy RNG: restored on resume
+            x, y = x.flip(-1), y.flip(-1)
+        return {"image": x, "mask": y}
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.2))
+        self.head = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def _cfg(*overrides):
+    base = ["train.epochs=3", "data.batch_size=4", "data.num_workers=0", "optim.lr=0.01", "train.plots=false",
+            "train.tensorboard=false", "train.device=cpu"]
+    return apply_overrides(Config(name="tiny"), base + list(overrides))
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _run(cfg, run_dir, resume=False, fail_after=None, seed_model=0):
+    torch.manual_seed(seed_model)
+    model = Tiny()
+    return fit(cfg, run_dir, resume=resume, model=model,
+               datasets=(Shapes(22, 0, augment=True, fail_after=fail_after), Shapes(7, 1)))
+
+
+def test_fit_writes_run_files(tmp_path):
+    cfg = _cfg("train.plots=true", "schedule.name=exponential", "schedule.warmup_steps=3", "schedule.gamma=0.9",
+               "optim.backbone_lr=0.001")
+    result = _run(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ["config.yaml", "metrics.csv", "lr.csv", "best_per_class_iou.csv", "train.log",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "plots/lr.png", "plots/loss.png", "plots/miou.png"]:
+        assert (run / name).is_file(), name
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+    rows = _rows(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for col in ["train_loss", "val_loss", "val_miou", "val_miou_per_image", "val_pixel_acc", "train_miou", "lr",
+                "seconds"]:
+        assert all(math.isfinite(float(r[col])) for r in rows), col
+    # 22 images, batch 4, drop_last -> 5 steps per epoch; LR curve: warmup 0, 1/3, 2/3 then x0.9 per step
+    lr = _rows(run / "lr.csv")
+    assert len(lr) == 15
+    head = [float(r["lr_group1"]) for r in lr]
+    expected = [0.01 * s / 3 if s < 3 else 0.01 * 0.9 ** (s - 3) for s in range(15)]
+    assert head == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert float(lr[5]["lr_group0"]) == pytest.approx(0.001 * 0.9 ** 2)  # backbone at its own LR
+    assert float(rows[-1]["lr"]) == pytest.approx(head[-1])
+    per_class = _rows(run / "best_per_class_iou.csv")
+    assert [r["class_name"] for r in per_class] == Shapes.class_names
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    for key in ["model", "model_name", "model_kwargs", "num_classes", "class_names", "config", "epoch", "optimizer",
+                "scheduler", "scaler", "rng", "metrics", "best_miou", "pyseg_version"]:
+        assert key in ckpt, key
+    assert ckpt["epoch"] == 3 and ckpt["num_classes"] == 3 and ckpt["config"]["name"] == "tiny"
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["metrics"]["val"]["miou"] == pytest.approx(result["best_miou"])
+    assert max(float(r["val_miou"]) for r in rows) == pytest.approx(result["best_miou"])
+    assert "epoch 3/3" in (run / "train.log").read_text()
+
+
+def test_resume_gives_the_same_metrics(tmp_path):
+    """Deterministic mode: a run interrupted in epoch 3 and resumed matches one that was not interrupted."""
+    cfg = _cfg("train.epochs=4", "train.deterministic=true", "schedule.name=cosine", "schedule.warmup_steps=2")
+    try:
+        full = _run(cfg, tmp_path / "full")
+        with pytest.raises(KeyboardInterrupt):  # 22 images per epoch: dies in the middle of epoch 3
+            _run(cfg, tmp_path / "cut", fail_after=22 * 2 + 9)
+        assert len(_rows(tmp_path / "cut" / "metrics.csv")) == 2
+        resumed = _run(cfg, tmp_path / "cut", resume=True, seed_model=456)  # fresh weights: all from last.pt
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert resumed["epochs_run"] == full["epochs_run"] == 4
+    a, b = _rows(tmp_path / "full" / "metrics.csv"), _rows(tmp_path / "cut" / "metrics.csv")
+    for ra, rb in zip(a, b, strict=True):
+        for k in ra:
+            if k != "seconds":
+                assert ra[k] == rb[k], (k, ra, rb)
+    assert (tmp_path / "full" / "lr.csv").read_text() == (tmp_path / "cut" / "lr.csv").read_text()
+    wa = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+def test_early_stopping_on_miou(tmp_path):
+    cfg = _cfg("train.epochs=6", "early_stopping.monitor=val_miou", "early_stopping.patience=2",
+               "early_stopping.min_delta=1.0")  # nothing can improve mIoU by 1.0: stop after 1 + 2 epochs
+    result = _run(cfg, tmp_path / "run")
+    assert result["stopped_early"] and result["epochs_run"] == 3
+    assert len(_rows(tmp_path / "run" / "metrics.csv")) == 3
+    assert "early stopping" in (tmp_path / "run" / "train.log").read_text()
+    # resuming a stopped run does not train further
+    again = _run(cfg, tmp_path / "run", resume=True)
+    assert again["epochs_run"] == 3 and again["stopped_early"]
+
+
+def test_accumulation_clipping_sgd_and_bf16(tmp_path):
+    cfg = _cfg("train.epochs=1", "train.accum_steps=2", "train.grad_clip=0.5", "optim.name=sgd",
+               "optim.weight_decay=1e-4", "train.amp=bf16", "train.channels_last=true")
+    result = _run(cfg, tmp_path / "run")
+    assert result["epochs_run"] == 1
+    lr = _rows(tmp_path / "run" / "lr.csv")
+    assert len(lr) == 3  # 5 batches, an optimizer step every 2 and after the last
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["optimizer"]["param_groups"][0]["momentum"] == 0.9
+
+
+def test_nan_loss_is_reported(tmp_path):
+    class Bad(Tiny):
+        def forward(self, x):
+            return super().forward(x) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        fit(_cfg("train.epochs=1"), tmp_path / "run", model=Bad(), datasets=(Shapes(8, 0), Shapes(4, 1)))
+
+
+def test_evaluate_matches_metrics_by_hand():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    ds = Shapes(5, 3)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    out = evaluate(model, loader, device=torch.device("cpu"), num_classes=3)
+    with torch.no_grad():
+        logits = model(ds.x)
+    loss = torch.nn.functional.cross_entropy(logits, ds.y).item()
+    pred = logits.argmax(1)
+    assert out["loss"] == pytest.approx(loss, rel=1e-5)
+    assert out["pixel_acc"] == pytest.approx((pred == ds.y).float().mean().item())
