@@ -18,6 +18,7 @@ PROG = "pyseg-evaluate"
 def _jsonable(res: dict) -> dict:
     out = {"images": res["images"], "seconds": res.get("seconds")}
     for k in ("no_crf", "crf"):
+        out[k] = None
         if res.get(k) is not None:
             m = dict(res[k])
             m["cm"] = m["cm"].tolist()
