@@ -1,0 +1,32 @@
+// Host API of the CUDA dense CRF (plain C++: included by the pybind11 binding, which needs no CUDA headers).
+// Mirrors the CPU driver's pyseg::cpu::dense_crf_images; pointers are device pointers, passed as integers
+// from Python, and the work is queued on `stream` (a cudaStream_t) without any host synchronisation.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace pyseg {
+namespace cuda {
+
+struct ImageCrfParams {
+  float gaussian_sxy, gaussian_compat;
+  float bilateral_sxy, bilateral_srgb, bilateral_compat;
+};
+
+// Bytes of device scratch one call needs (validates the shapes: std::invalid_argument on bad ones).
+size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w);
+
+// Batch of b images: probs (b, labels, h, w) float32 probabilities, rgb (b, h, w, 3) uint8 -> out
+// (b, labels, h, w) float32, all on CUDA device `device`; `workspace` holds at least
+// dense_crf_workspace_bytes(...) bytes (256-byte aligned). Throws std::invalid_argument for bad sizes,
+// parameters or pointers and std::runtime_error naming the CUDA call that failed.
+void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const float* probs, const uint8_t* rgb,
+                      const ImageCrfParams& prm, int iterations, float* out, void* workspace,
+                      size_t workspace_bytes, void* stream, int device);
+
+// Multiprocessor count and name of a device (for diagnostics); throws on a CUDA error.
+int device_sm_count(int device);
+
+}  // namespace cuda
+}  // namespace pyseg

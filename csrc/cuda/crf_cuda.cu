@@ -1,0 +1,179 @@
+// CUDA driver of the dense CRF: runs the pipeline of pipeline.cuh as grid-stride kernels on a stream.
+// Every CUDA call and launch is checked; errors name the call.
+#include <cuda_runtime.h>
+
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/api.cuh"
+#include "cuda/layout.cuh"
+#include "cuda/pipeline.cuh"
+
+namespace pyseg {
+namespace gpu {
+namespace {
+
+constexpr int kBlock = 256;
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("pyseg CUDA CRF: ") + what + " failed: " + cudaGetErrorName(err) + ": " +
+                             cudaGetErrorString(err));
+}
+
+template <class F>
+__global__ void __launch_bounds__(kBlock) k_for(F f, int64_t n) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) f(i);
+}
+
+template <class F>
+__global__ void __launch_bounds__(kBlock) k_for_dev(F f) {
+  const int64_t n = f.bound();
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) f(i);
+}
+
+struct CudaExec {
+  cudaStream_t stream;
+  int sms;
+  void* cub_temp;
+  size_t cub_bytes;
+
+  int64_t blocks_for(int64_t n, int64_t per_sm) const {
+    int64_t b = (n + kBlock - 1) / kBlock;
+    const int64_t cap = (int64_t)sms * per_sm;
+    return b < 1 ? 1 : (b > cap ? cap : b);
+  }
+  void launched(const char* name) const {
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) check(err, (std::string("kernel launch '") + name + "'").c_str());
+  }
+  template <class F>
+  void for_n(const char* name, const F& f, int64_t n) {
+    if (n <= 0) return;
+    k_for<F><<<(unsigned)blocks_for(n, 32), kBlock, 0, stream>>>(f, n);
+    launched(name);
+  }
+  template <class F>
+  void for_dev(const char* name, const F& f, int64_t n_max) {
+    if (n_max <= 0) return;
+    k_for_dev<F><<<(unsigned)blocks_for(n_max, 8), kBlock, 0, stream>>>(f);
+    launched(name);
+  }
+  void fill_neg1(const char* name, int32_t* p, int64_t n) {
+    check(cudaMemsetAsync(p, 0xFF, (size_t)n * sizeof(int32_t), stream),
+          (std::string("cudaMemsetAsync(") + name + ")").c_str());
+  }
+  void sort_pairs(const int32_t* kin, int32_t* kout, const int32_t* vin, int32_t* vout, int64_t n, int end_bit) {
+    size_t bytes = cub_bytes;
+    check(cub::DeviceRadixSort::SortPairs(cub_temp, bytes, kin, kout, vin, vout, (int)n, 0, end_bit, stream),
+          "cub::DeviceRadixSort::SortPairs");
+    launched("cub::DeviceRadixSort::SortPairs");
+  }
+  void inclusive_sum(const int32_t* in, int32_t* out, int64_t n) {
+    size_t bytes = cub_bytes;
+    check(cub::DeviceScan::InclusiveSum(cub_temp, bytes, in, out, (int)n, stream), "cub::DeviceScan::InclusiveSum");
+    launched("cub::DeviceScan::InclusiveSum");
+  }
+};
+
+size_t cub_temp_bytes(const Sizes& s) {
+  size_t sort_bytes = 0, scan_bytes = 0;
+  check(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (const int32_t*)nullptr, (int32_t*)nullptr,
+                                        (const int32_t*)nullptr, (int32_t*)nullptr, (int)s.E, 0, s.end_bit),
+        "cub::DeviceRadixSort::SortPairs (size query)");
+  check(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, (const int32_t*)nullptr, (int32_t*)nullptr, (int)s.E),
+        "cub::DeviceScan::InclusiveSum (size query)");
+  return sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
+}
+
+// The pointer must be device memory of `device` (or managed memory usable there).
+void check_pointer(const void* p, int device, const char* what) {
+  if (p == nullptr) throw std::invalid_argument(std::string("dense_crf_cuda: ") + what + " is a null pointer");
+  cudaPointerAttributes attr;
+  const cudaError_t err = cudaPointerGetAttributes(&attr, p);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error state of this query
+    throw std::invalid_argument(std::string("dense_crf_cuda: ") + what + " is not a CUDA pointer (" +
+                                cudaGetErrorString(err) + ")");
+  }
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+    throw std::invalid_argument(std::string("dense_crf_cuda: ") + what + " is not device memory");
+  if (attr.type == cudaMemoryTypeDevice && attr.device != device)
+    throw std::invalid_argument(std::string("dense_crf_cuda: ") + what + " is on cuda:" +
+                                std::to_string(attr.device) + ", expected cuda:" + std::to_string(device));
+}
+
+struct DeviceGuard {
+  int prev = -1;
+  explicit DeviceGuard(int device) {
+    check(cudaGetDevice(&prev), "cudaGetDevice");
+    if (prev != device) check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    int cur = -1;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur != prev && prev >= 0) cudaSetDevice(prev);
+  }
+};
+
+void check_params(const cuda::ImageCrfParams& p, int iterations) {
+  const float pos[3] = {p.gaussian_sxy, p.bilateral_sxy, p.bilateral_srgb};
+  const char* pos_names[3] = {"gaussian_sxy", "bilateral_sxy", "bilateral_srgb"};
+  for (int i = 0; i < 3; ++i)
+    if (!(std::isfinite(pos[i]) && pos[i] > 0.0f))
+      throw std::invalid_argument(std::string("dense_crf_cuda: ") + pos_names[i] + " must be finite and > 0, got " +
+                                  std::to_string(pos[i]));
+  if (!std::isfinite(p.gaussian_compat) || !std::isfinite(p.bilateral_compat))
+    throw std::invalid_argument("dense_crf_cuda: compatibility weights must be finite");
+  if (iterations < 0)
+    throw std::invalid_argument("dense_crf_cuda: iterations must be >= 0, got " + std::to_string(iterations));
+}
+
+}  // namespace
+}  // namespace gpu
+
+namespace cuda {
+
+size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w) {
+  const gpu::Sizes s = gpu::make_sizes(b, h, w, labels);
+  return gpu::make_layout(s, gpu::cub_temp_bytes(s)).total;
+}
+
+int device_sm_count(int device) {
+  int n = 0;
+  gpu::check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
+             "cudaDeviceGetAttribute(MultiProcessorCount)");
+  return n;
+}
+
+void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const float* probs, const uint8_t* rgb,
+                      const ImageCrfParams& prm, int iterations, float* out, void* workspace,
+                      size_t workspace_bytes, void* stream, int device) {
+  const gpu::Sizes s = gpu::make_sizes(b, h, w, labels);
+  gpu::check_params(prm, iterations);
+  const gpu::Params gp{prm.gaussian_sxy,  prm.gaussian_compat, prm.bilateral_sxy,
+                       prm.bilateral_srgb, prm.bilateral_compat, iterations};
+  gpu::check_lattice_range(s, gp);
+  gpu::DeviceGuard guard(device);
+  gpu::check_pointer(probs, device, "probs");
+  gpu::check_pointer(rgb, device, "image");
+  gpu::check_pointer(out, device, "out");
+  gpu::check_pointer(workspace, device, "workspace");
+  if (((uintptr_t)workspace) % 256 != 0) throw std::invalid_argument("dense_crf_cuda: workspace must be 256-byte aligned");
+  const size_t cub_bytes = gpu::cub_temp_bytes(s);
+  const gpu::Layout lay = gpu::make_layout(s, cub_bytes);
+  if (workspace_bytes < lay.total)
+    throw std::invalid_argument("dense_crf_cuda: workspace of " + std::to_string(workspace_bytes) +
+                                " bytes, need " + std::to_string(lay.total));
+  const gpu::Buffers bf = gpu::bind_buffers(lay, workspace);
+  gpu::CudaExec ex{(cudaStream_t)stream, device_sm_count(device), bf.cub_temp, cub_bytes};
+  gpu::run_dense_crf(ex, s, gp, bf, probs, rgb, out);
+}
+
+}  // namespace cuda
+}  // namespace pyseg

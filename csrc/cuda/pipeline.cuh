@@ -1,0 +1,172 @@
+// The sequence of steps of one CUDA dense-CRF call, written once over an executor `Exec` that either
+// launches kernels on a stream (crf_cuda.cu) or runs the same functors in a host loop (host_exec.cuh, for
+// the CPU tests). Exec provides:
+//   for_n(name, f, n)          f(i) for i in [0, n)
+//   for_dev(name, f, n_max)    f(i) for i in [0, f.bound()), the bound read from device memory, <= n_max
+//   fill_neg1(name, ptr, n)    ptr[0..n) = -1 (int32)
+//   sort_pairs(keys_in, keys_out, vals_in, vals_out, n, end_bit)   stable radix sort by key
+//   inclusive_sum(in, out, n)
+//   sm_count()                 multiprocessors (grid sizes)
+//
+// Launches per call: ~20 to build both lattices and their normalisation, then 9 per iteration (2 splat,
+// 6 blur, 1 fused slice + compatibility + unary + softmax), whatever the batch size.
+#pragma once
+
+#include <math.h>
+
+#include "crf/lattice.h"
+#include "cuda/kernels.cuh"
+#include "cuda/layout.cuh"
+
+namespace pyseg {
+namespace gpu {
+
+// Throws std::invalid_argument when a lattice coordinate could exceed the exact-integer range of a float
+// (sigma too small for the image size), the condition under which crf::lattice_point would fail.
+inline void check_lattice_range(const Sizes& s, const Params& prm) {
+  struct K {
+    int d;
+    float fmax[5];
+    const char* name;
+  };
+  const float xm = (float)(s.W - 1), ym = (float)(s.H - 1);
+  const K ks[2] = {{kDim0, {xm / prm.gaussian_sxy, ym / prm.gaussian_sxy, 0, 0, 0}, "gaussian_sxy"},
+                   {kDim1,
+                    {xm / prm.bilateral_sxy, ym / prm.bilateral_sxy, 255.0f / prm.bilateral_srgb,
+                     255.0f / prm.bilateral_srgb, 255.0f / prm.bilateral_srgb},
+                    "bilateral_sxy / bilateral_srgb"}};
+  for (const K& k : ks) {
+    const crf::LatticeScales sc = crf::make_lattice_scales(k.d);
+    double sum = 0.0, mx = 0.0;
+    for (int i = 0; i < k.d; ++i) {
+      const double c = (double)k.fmax[i] * sc.s[i];
+      sum += c;
+      mx = c > mx ? c : mx;
+    }
+    const double bound = sum + k.d * mx + 2.0 * (k.d + 1);
+    if (!(bound < (double)crf::kMaxLatticeCoord))
+      throw std::invalid_argument(std::string("dense_crf_cuda: ") + k.name +
+                                  " too small for a " + std::to_string(s.H) + "x" + std::to_string(s.W) +
+                                  " image (lattice coordinates would reach " + std::to_string(bound) +
+                                  ", more than 2^24)");
+  }
+}
+
+// Filters the values `q` (G groups per pixel) through both lattices: splat (two passes), blur.
+// Afterwards lattice 0's result is in vals1, lattice 1's in vals0.
+template <class Exec, bool ONES>
+void filter(Exec& ex, const Sizes& s, const Buffers& bf, const F4* q, int G) {
+  const int64_t E = s.E;
+  SplatPieces<ONES> sp{bf.pstart, bf.counts, bf.spix, bf.sws, bf.sorted_entry, bf.bary, q, (F4*)bf.vals1, G};
+  ex.for_dev("splat_pieces", sp, E * G);
+  SplatReduce sr{bf.vpiece, bf.counts, (const F4*)bf.vals1, (F4*)bf.vals0, G};
+  ex.for_dev("splat_reduce", sr, E * G);
+  F4* bufs[2] = {(F4*)bf.vals0, (F4*)bf.vals1};
+  for (int j = 0; j <= kDim1; ++j) {
+    Blur bl{bf.nbr, bf.counts, bufs[j % 2], bufs[(j + 1) % 2], G, j, j > kDim0};
+    ex.for_dev("blur", bl, E * G);
+  }
+}
+
+// Builds both lattices of the batch: keys, hash, vertices, splat pieces, neighbours, normalisation.
+template <class Exec>
+void build_lattices(Exec& ex, const Sizes& s, const Params& prm, const Buffers& bf, const uint8_t* rgb) {
+  const int64_t P = s.P, E = s.E;
+  Elevate el{rgb,
+             bf.pdat,
+             bf.pdat + P * (kDim0 + 1),
+             bf.bary,
+             bf.bary + s.E0,
+             s.N,
+             s.W,
+             prm.gaussian_sxy,
+             prm.bilateral_sxy,
+             prm.bilateral_srgb,
+             crf::make_lattice_scales(kDim0),
+             crf::make_lattice_scales(kDim1)};
+  ex.for_n("elevate", el, P);
+
+  const KeySource<kDim0> ks0{bf.pdat, s.N, 0};
+  const KeySource<kDim1> ks1{bf.pdat + P * (kDim0 + 1), s.N, s.E0};
+  ex.fill_neg1("hash table", bf.table, s.C);
+  Insert ins{ks0, ks1, bf.table, bf.entry_slot, bf.entry_idx, s.E0, s.cap0, s.cap1};
+  ex.for_n("insert", ins, E);
+  ex.sort_pairs(bf.entry_slot, bf.sorted_slot, bf.entry_idx, bf.sorted_entry, E, s.end_bit);
+
+  ex.for_n("run_heads", RunHeads{bf.sorted_slot, bf.flags}, E);
+  ex.inclusive_sum(bf.flags, bf.vid, E);
+  ex.for_n("vertices", Vertices{bf.sorted_slot, bf.flags, bf.vid, bf.table, bf.vstart, bf.vowner, bf.counts, E, s.cap0},
+           E);
+  // The piece scan reuses entry_idx (dead after the sort) for its output.
+  int32_t* pid = bf.entry_idx;
+  ex.for_n("piece_heads", PieceHeads{bf.vid, bf.vstart, bf.flags}, E);
+  ex.inclusive_sum(bf.flags, pid, E);
+  ex.for_n("pieces", Pieces{bf.flags, pid, bf.vid, bf.vstart, bf.pstart, bf.vpiece, bf.counts, E}, E);
+  ex.for_n("entry_vertex", EntryVertex{bf.entry_slot, bf.table, bf.ev}, E);
+  Neighbours nb{ks0, ks1, bf.table, bf.vowner, bf.counts, bf.nbr, s.cap0, s.cap1};
+  ex.for_dev("neighbours", nb, E);
+
+  // Normalisation: filter a vector of ones (G = 1), then fold it into the weights.
+  filter<Exec, true>(ex, s, bf, nullptr, 1);
+  NormWeights nw{bf.ev,
+                 bf.bary,
+                 (const F4*)bf.vals1,
+                 (const F4*)bf.vals0,
+                 bf.swe,
+                 bf.lw,
+                 s.E0,
+                 crf::lattice_alpha(kDim0),
+                 crf::lattice_alpha(kDim1),
+                 prm.gaussian_compat,
+                 prm.bilateral_compat};
+  ex.for_n("norm_weights", nw, P);
+  ex.for_n("sorted_weights", SortedWeights{bf.sorted_entry, bf.swe, bf.spix, bf.sws, s.E0}, E);
+}
+
+template <class Exec, int GT>
+void update(Exec& ex, const Sizes& s, const Buffers& bf, float* out) {
+  Update<GT> up{bf.ev,
+                bf.lw,
+                (const F4*)bf.vals1,
+                (const F4*)bf.vals0,
+                (const F4*)bf.neg_u,
+                (F4*)bf.q,
+                out,
+                s.N,
+                s.E0,
+                s.G,
+                s.L};
+  ex.for_n("update", up, s.P);
+}
+
+template <class Exec>
+void update_dispatch(Exec& ex, const Sizes& s, const Buffers& bf, float* out) {
+  switch (s.G) {
+    case 1: update<Exec, 1>(ex, s, bf, out); break;
+    case 2: update<Exec, 2>(ex, s, bf, out); break;
+    case 3: update<Exec, 3>(ex, s, bf, out); break;
+    case 4: update<Exec, 4>(ex, s, bf, out); break;
+    case 5: update<Exec, 5>(ex, s, bf, out); break;
+    case 6: update<Exec, 6>(ex, s, bf, out); break;
+    case 7: update<Exec, 7>(ex, s, bf, out); break;
+    case 8: update<Exec, 8>(ex, s, bf, out); break;
+    default: update<Exec, 0>(ex, s, bf, out); break;
+  }
+}
+
+// The whole call: probs (B, L, H, W) float32 probabilities, rgb (B, H, W, 3) uint8 -> out (B, L, H, W).
+template <class Exec>
+void run_dense_crf(Exec& ex, const Sizes& s, const Params& prm, const Buffers& bf, const float* probs,
+                   const uint8_t* rgb, float* out) {
+  PrepareUnary pu{probs, bf.neg_u, bf.q, prm.iterations == 0 ? out : nullptr, s.N, s.L, s.LP};
+  ex.for_n("prepare_unary", pu, s.P);
+  if (prm.iterations == 0) return;
+  build_lattices(ex, s, prm, bf, rgb);
+  for (int it = 0; it < prm.iterations; ++it) {
+    filter<Exec, false>(ex, s, bf, (const F4*)bf.q, s.G);
+    update_dispatch(ex, s, bf, it + 1 == prm.iterations ? out : nullptr);
+  }
+}
+
+}  // namespace gpu
+}  // namespace pyseg
