@@ -3,6 +3,8 @@
 #
 #   PYTHON=.venv/bin/python scripts/asan_tests.sh [extra pytest args]
 #
+# ASAN_TESTS (default: tests/test_crf_*.py, relative to the repository) selects other test files.
+#
 # Builds _crf_cpu with -DPYSEG_SANITIZE=ON in build/asan (never installed into pyseg/crf/), copies the pyseg
 # package into a temporary directory with the sanitized module in its crf/, and runs tests/test_crf_*.py
 # there with libasan/libubsan preloaded into the (uninstrumented) Python. Any sanitizer report fails the run.
@@ -68,12 +70,16 @@ echo "== sanity: the sanitized module is the one imported"
 (cd "$TMP" && "$PYTHON" -c "import pyseg.crf._crf_cpu as m, sys; print('[asan] module:', m.__file__); \
 sys.exit(0 if m.__file__.startswith('$TMP/') else 1)")
 
-echo "== CRF tests under ASan + UBSan"
+TESTS=()
+for t in ${ASAN_TESTS:-tests/test_crf_*.py}; do
+  case "$t" in /*) TESTS+=("$t") ;; *) TESTS+=("$REPO/$t") ;; esac
+done
+echo "== CRF tests under ASan + UBSan: ${TESTS[*]}"
 LOG="$TMP/pytest.log"
 set +e
 (cd "$TMP" && "$PYTHON" -m pytest -p pyseg_asan_check -p no:cacheprovider \
    --rootdir="$REPO" -c "$REPO/pyproject.toml" -q \
-   "$REPO"/tests/test_crf_*.py "$@" 2>&1) | tee "$LOG"
+   "${TESTS[@]}" "$@" 2>&1) | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 if grep -qE "ERROR: AddressSanitizer|runtime error:|SUMMARY: (Address|UndefinedBehavior)Sanitizer" "$LOG"; then
