@@ -41,8 +41,13 @@ class VGG16Features(nn.Module):
         if variant not in ("deconvnet", "largefov"):
             raise ValueError(f"VGG16Features variant must be 'deconvnet' or 'largefov', got {variant!r}")
         self.variant = variant
-        ctor = torchvision.models.vgg16_bn if batch_norm else torchvision.models.vgg16
-        features = ctor(weights=None).features
+        # torchvision's own layer builder (same module indices as vgg16[_bn].features), without building the
+        # 120M-parameter classifier; initialised like torchvision's VGG.
+        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=batch_norm)
+        for m in features:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
         pool_idx = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
         assert len(pool_idx) == 5
         for stage, i in enumerate(pool_idx):
