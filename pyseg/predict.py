@@ -326,11 +326,12 @@ def resolve_crf_device(crf_device: str, model_device) -> str:
 def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = TTA(), crf=None,
                     crf_device: str = "auto", batch_size: int = 4, num_threads: int | None = None,
                     num_workers: int = 0, keep_probs: bool = False, device=None,
-                    limit: int | None = None) -> Iterator[ImagePrediction]:
+                    limit: int | None = None, overlap: bool = True) -> Iterator[ImagePrediction]:
     """Predict every item of ``dataset`` (items as pyseg.data datasets give without a transform).
 
     Yields :class:`ImagePrediction` in dataset order. ``crf``: None (off) or a CRFParams. When the
-    CRF runs on CPU threads, the CRF of batch k runs in a worker thread while batch k+1 is forwarded.
+    CRF runs on CPU threads, the CRF of batch k runs in a worker thread while batch k+1 is forwarded
+    (``overlap=False`` runs it in line instead, for timing comparisons).
     """
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -391,6 +392,10 @@ def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = 
             probs = [p.cpu().numpy() for p in probs_t]
             if pool is None:
                 yield from finish(items, probs, None)
+                continue
+            if not overlap:
+                yield from finish(items, probs, run_crf_grouped(
+                    probs, [np.ascontiguousarray(im) for im in images], crf, "cpu", num_threads))
                 continue
             fut = pool.submit(run_crf_grouped, probs, [np.ascontiguousarray(im) for im in images], crf,
                               "cpu", num_threads)

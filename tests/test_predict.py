@@ -160,6 +160,20 @@ def test_crf_stage_gets_raw_images_grouped_by_size(monkeypatch):
         assert r.final is r.pred_crf
 
 
+def test_crf_in_line_gives_the_same_results(monkeypatch):
+    from pyseg.crf.params import CRFParams
+
+    monkeypatch.setattr(P, "_dense_crf", lambda: FakeCRF())
+    ds = TinyDataset(n=5)
+    kw = dict(input_size=16, batch_size=2, crf=CRFParams(), crf_device="cpu")
+    a = list(P.predict_dataset(tiny_model(), ds, overlap=True, **kw))
+    b = list(P.predict_dataset(tiny_model(), ds, overlap=False, **kw))
+    for x, y in zip(a, b, strict=True):
+        assert x.image_id == y.image_id
+        np.testing.assert_array_equal(x.pred_crf, y.pred_crf)
+        np.testing.assert_array_equal(x.pred, y.pred)
+
+
 def test_crf_device_checks():
     assert P.resolve_crf_device("auto", "cpu") == "cpu"
     with pytest.raises(ValueError, match="auto, cpu or cuda"):
