@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -233,7 +234,9 @@ class CocoSegmentation(torch.utils.data.Dataset):
         info = self.image_info(index)
         mask = np.zeros((info["height"], info["width"]), dtype=np.int64)
         for a in self._anns[info["id"]]:
-            m = self.coco.annToMask(a).astype(bool)
+            with warnings.catch_warnings():  # pycocotools' decode trips a NumPy 2 copy-keyword deprecation
+                warnings.simplefilter("ignore", DeprecationWarning)
+                m = self.coco.annToMask(a).astype(bool)
             cls = self._cat_to_class[a["category_id"]]
             if self.overlap == "area_desc":
                 mask[m] = cls
