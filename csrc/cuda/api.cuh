@@ -14,8 +14,10 @@ struct ImageCrfParams {
   float bilateral_sxy, bilateral_srgb, bilateral_compat;
 };
 
-// Bytes of device scratch one call needs (validates the shapes: std::invalid_argument on bad ones).
-size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w);
+// Bytes of device scratch one call needs on `device` (validates the shapes: std::invalid_argument on bad
+// ones). Sized for the worst case (every entry its own lattice vertex): about 1.2 KB + 80 B per padded
+// label per pixel (2.1 KB at 11 labels: 0.55 GB for one 512x512 image).
+size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w, int device);
 
 // Batch of b images: probs (b, labels, h, w) float32 probabilities, rgb (b, h, w, 3) uint8 -> out
 // (b, labels, h, w) float32, all on CUDA device `device`; `workspace` holds at least

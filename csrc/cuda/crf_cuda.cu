@@ -139,13 +139,15 @@ void check_params(const cuda::ImageCrfParams& p, int iterations) {
 
 namespace cuda {
 
-size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w) {
+size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w, int device) {
   const gpu::Sizes s = gpu::make_sizes(b, h, w, labels);
+  gpu::DeviceGuard guard(device);
   return gpu::make_layout(s, gpu::cub_temp_bytes(s)).total;
 }
 
 int device_sm_count(int device) {
   int n = 0;
+  if (device < 0) throw std::invalid_argument("device index must be >= 0, got " + std::to_string(device));
   gpu::check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
              "cudaDeviceGetAttribute(MultiProcessorCount)");
   return n;

@@ -1,0 +1,274 @@
+"""The CUDA dense CRF.
+
+Without a GPU: the GPU pipeline's logic runs through the host emulation (csrc/cuda/host_exec.cuh compiled
+with g++: the same functors, run in a loop) against the NumPy reference; the CMake switch PYSEG_CUDA; the
+backend's errors. With a GPU (marker ``cuda``): CUDA against the CPU, batch against single images,
+determinism, bad inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyseg.crf import reference as ref
+from pyseg.crf.params import CRFParams
+
+REPO = Path(__file__).resolve().parents[1]
+
+_EMU_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include "cuda/host_exec.cuh"
+int main(int argc, char** argv) {
+  if (argc != 14) return 2;
+  long B = atol(argv[1]), L = atol(argv[2]), H = atol(argv[3]), W = atol(argv[4]);
+  pyseg::gpu::Params prm{(float)atof(argv[5]), (float)atof(argv[6]), (float)atof(argv[7]), (float)atof(argv[8]),
+                         (float)atof(argv[9]), atoi(argv[10])};
+  size_t np_ = (size_t)(B * L * H * W), nr = (size_t)(B * H * W * 3);
+  std::vector<float> probs(np_), out(np_, -7.0f);
+  std::vector<uint8_t> rgb(nr);
+  FILE* f = fopen(argv[11], "rb");
+  if (!f || fread(probs.data(), 4, np_, f) != np_) return 3;
+  fclose(f);
+  f = fopen(argv[12], "rb");
+  if (!f || fread(rgb.data(), 1, nr, f) != nr) return 3;
+  fclose(f);
+  int32_t counts[3];
+  int64_t launches = 0;
+  try {
+    pyseg::gpu::run_dense_crf_host(B, L, H, W, probs.data(), rgb.data(), prm, out.data(), counts, &launches);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 4;
+  }
+  f = fopen(argv[13], "wb");
+  fwrite(out.data(), 4, np_, f);
+  fclose(f);
+  std::printf("%d %d %d %lld\n", counts[0], counts[1], counts[2], (long long)launches);
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory) -> Path:
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler for the host emulation of the CUDA pipeline")
+    d = tmp_path_factory.mktemp("emu")
+    (d / "emu.cpp").write_text(_EMU_MAIN)
+    exe = d / "emu"
+    r = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{REPO / 'csrc'}",
+                        str(d / "emu.cpp"), "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
+def run_emulator(exe: Path, probs: np.ndarray, image: np.ndarray, params: CRFParams, iterations: int):
+    """(out (B, L, H, W), (M, M0, pieces, launches)) of the emulated GPU pipeline."""
+    b, n_labels, h, w = probs.shape
+    d = exe.parent
+    np.ascontiguousarray(probs, np.float32).tofile(d / "p.bin")
+    np.ascontiguousarray(image, np.uint8).tofile(d / "i.bin")
+    args = [str(exe), str(b), str(n_labels), str(h), str(w)] + [
+        repr(float(v)) for v in (params.gaussian_sxy, params.gaussian_compat, params.bilateral_sxy,
+                                 params.bilateral_srgb, params.bilateral_compat)]
+    args += [str(iterations), str(d / "p.bin"), str(d / "i.bin"), str(d / "o.bin")]
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode == 4:
+        raise ValueError(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    out = np.fromfile(d / "o.bin", np.float32).reshape(b, n_labels, h, w)
+    return out, tuple(int(x) for x in r.stdout.split())
+
+
+def random_probs(rng, b, n_labels, h, w, scale=2.0):
+    logits = rng.normal(size=(b, n_labels, h, w)).astype(np.float32) * scale
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def natural_crop(shared_data: Path, name: str, y: int, x: int, h: int, w: int) -> np.ndarray:
+    from PIL import Image
+
+    im = np.asarray(Image.open(shared_data / "crf_examples" / name).convert("RGB"))
+    return np.ascontiguousarray(im[y:y + h, x:x + w])
+
+
+def smooth_image(rng, h, w):
+    """A synthetic image with regions and edges (not noise), so the bilateral lattice is sparse."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)),
+                    np.where((xx // 7 + yy // 5) % 2 == 0, 40, 200)], -1)
+    return np.clip(img + rng.integers(-6, 7, size=img.shape), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------- host emulation (no GPU)
+@pytest.mark.parametrize("preset", ["krahenbuhl", "deeplab"])
+@pytest.mark.parametrize("iterations", [0, 1, 4])
+def test_emulated_pipeline_matches_reference(emulator, preset, iterations):
+    rng = np.random.default_rng(3 + iterations)
+    h, w, n_labels = 23, 31, 5
+    image = smooth_image(rng, h, w)
+    probs = random_probs(rng, 1, n_labels, h, w)
+    params = CRFParams.preset(preset)
+    out, (m, m0, pieces, _) = run_emulator(emulator, probs, image[None], params, iterations)
+    want = ref.dense_crf_reference(probs[0], image, params, iterations)
+    assert np.abs(out[0] - want).max() < 1e-5
+    if iterations:
+        lg = ref.Lattice(ref.gaussian_features(h, w, params.gaussian_sxy))
+        lb = ref.Lattice(ref.bilateral_features(image, params.bilateral_sxy, params.bilateral_srgb))
+        assert (m0, m - m0) == (lg.m, lb.m)
+        assert pieces >= m
+
+
+def test_emulated_natural_image_and_labels_not_multiple_of_4(emulator, shared_data):
+    rng = np.random.default_rng(11)
+    image = natural_crop(shared_data, "im1.png", 90, 150, 36, 48)
+    probs = random_probs(rng, 1, 11, 36, 48, scale=1.5)
+    params = CRFParams.preset("krahenbuhl")
+    out, _ = run_emulator(emulator, probs, image[None], params, 3)
+    want = ref.dense_crf_reference(probs[0], image, params, 3)
+    assert np.abs(out[0] - want).max() < 1e-5
+    assert (out[0].argmax(0) == want.argmax(0)).mean() == 1.0
+    np.testing.assert_allclose(out.sum(1), 1.0, atol=1e-5)
+
+
+def test_emulated_batch_equals_single_images(emulator):
+    rng = np.random.default_rng(5)
+    h, w, n_labels = 17, 21, 6
+    images = np.stack([smooth_image(rng, h, w), smooth_image(rng, h, w)[::-1].copy(),
+                       rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)])
+    probs = random_probs(rng, 3, n_labels, h, w)
+    params = CRFParams.preset("krahenbuhl").replace(bilateral_sxy=9.0, bilateral_srgb=20.0)
+    batch, (m, _, _, launches_b) = run_emulator(emulator, probs, images, params, 3)
+    total_m = 0
+    for i in range(3):
+        single, (mi, _, _, launches_1) = run_emulator(emulator, probs[i:i + 1], images[i:i + 1], params, 3)
+        np.testing.assert_array_equal(batch[i], single[0])  # same sums in the same order
+        total_m += mi
+        assert launches_1 == launches_b  # one sequence of launches whatever the batch size
+    assert m == total_m  # vertices of different images never merge
+
+
+def test_emulated_heavy_vertices_and_tiny_sigmas(emulator):
+    # A constant image puts hundreds of entries on few bilateral vertices (pieces split them); tiny
+    # sigmas make every entry its own vertex (the workspace's worst case).
+    rng = np.random.default_rng(8)
+    h, w = 24, 40
+    flat = np.full((1, h, w, 3), 77, np.uint8)
+    probs = random_probs(rng, 1, 3, h, w)
+    params = CRFParams.preset("krahenbuhl")
+    out, (m, m0, pieces, _) = run_emulator(emulator, probs, flat, params, 2)
+    assert pieces > m
+    np.testing.assert_allclose(out[0], ref.dense_crf_reference(probs[0], flat[0], params, 2), atol=1e-5)
+    tiny = CRFParams(0.05, 3.0, 0.05, 0.05, 10.0, 2)
+    out, (m, m0, pieces, _) = run_emulator(emulator, probs, rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8),
+                                           tiny, 2)
+    assert m == h * w * 9 and pieces == m
+    assert np.isfinite(out).all()
+
+
+def test_emulated_rejects_sigma_too_small_for_lattice(emulator):
+    probs = random_probs(np.random.default_rng(0), 1, 2, 8, 8)
+    with pytest.raises(ValueError, match="too small"):
+        run_emulator(emulator, probs, np.zeros((1, 8, 8, 3), np.uint8), CRFParams(1e-6, 3, 80, 13, 10, 1), 1)
+
+
+# --------------------------------------------------------------------------------- CMake switch (no GPU)
+def _configure(tmp_path: Path, mode: str, path_env: str) -> subprocess.CompletedProcess:
+    cmake = shutil.which("cmake")
+    pybind11 = pytest.importorskip("pybind11")
+    if cmake is None:
+        pytest.skip("cmake not found")
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "CUDA_PATH", "CUDAToolkit_ROOT")}
+    env["PATH"] = path_env
+    return subprocess.run(
+        [cmake, "-S", str(REPO), "-B", str(tmp_path / f"build-{mode}"), f"-DPYSEG_CUDA={mode}",
+         f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"],
+        capture_output=True, text=True, env=env, timeout=300)
+
+
+def _path_without_nvcc(tmp_path: Path) -> str:
+    """PATH with cmake and the C++ compiler but no nvcc (hiding /usr/local/cuda*/bin too)."""
+    keep = [p for p in os.environ.get("PATH", "").split(os.pathsep)
+            if p and not (Path(p) / "nvcc").exists() and "cuda" not in p]
+    tools = tmp_path / "tools"
+    tools.mkdir(exist_ok=True)
+    for tool in ("cmake", "c++", "g++", "cc", "gcc", "ninja", "make"):
+        found = shutil.which(tool)
+        if found and not (tools / tool).exists():
+            (tools / tool).symlink_to(found)
+    return os.pathsep.join([str(tools)] + keep)
+
+
+@pytest.mark.slow
+def test_cmake_cuda_on_without_nvcc_fails_clearly(tmp_path):
+    r = _configure(tmp_path, "ON", _path_without_nvcc(tmp_path))
+    if r.returncode == 0 and "CUDA module: ON" in r.stdout:
+        pytest.skip("CMake found a CUDA compiler outside PATH (default toolkit folder)")
+    assert r.returncode != 0
+    assert "PYSEG_CUDA=ON but no CUDA compiler (nvcc) was found" in r.stderr + r.stdout
+
+
+@pytest.mark.slow
+def test_cmake_cuda_auto_without_nvcc_builds_cpu_only(tmp_path):
+    r = _configure(tmp_path, "AUTO", _path_without_nvcc(tmp_path))
+    if "CUDA module: ON" in r.stdout:
+        pytest.skip("CMake found a CUDA compiler outside PATH (default toolkit folder)")
+    assert r.returncode == 0, r.stderr
+    assert "CUDA module: OFF (PYSEG_CUDA=AUTO and no CUDA compiler found)" in r.stdout
+
+
+@pytest.mark.slow
+def test_cmake_cuda_bad_value(tmp_path):
+    r = _configure(tmp_path, "maybe", os.environ.get("PATH", ""))
+    assert r.returncode != 0
+    assert "PYSEG_CUDA must be AUTO, ON or OFF, got 'maybe'" in r.stderr + r.stdout
+
+
+# ------------------------------------------------------------------------------ backend errors (no GPU)
+def test_backend_rejects_non_cuda_inputs():
+    torch = pytest.importorskip("torch")
+    from pyseg.crf.cuda_backend import dense_crf_cuda
+
+    probs = torch.full((1, 2, 4, 4), 0.5)
+    image = torch.zeros((1, 4, 4, 3), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="must be a CUDA tensor.*cpu"):
+        dense_crf_cuda(probs, image)
+    with pytest.raises(TypeError, match="torch tensor"):
+        dense_crf_cuda(probs.numpy(), image)
+    with pytest.raises(ValueError, match="iterations"):
+        dense_crf_cuda(probs, image, iterations=-1)
+    with pytest.raises(TypeError, match="CRFParams"):
+        dense_crf_cuda(probs, image, params={"gaussian_sxy": 3})
+
+
+def test_backend_reports_missing_module(monkeypatch):
+    from pyseg.crf import cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "_MODULE", None)
+    monkeypatch.setattr(cuda_backend, "_IMPORT_ERROR", None)
+    monkeypatch.setitem(sys.modules, "pyseg.crf._crf_cuda", None)  # import raises ImportError
+    with pytest.raises(RuntimeError, match="not built or cannot load.*PYSEG_CUDA=ON"):
+        cuda_backend.load_module()
+    ok, why = cuda_backend.status()
+    assert not ok and "not built" in why
+
+
+def test_backend_status_without_gpu_says_why():
+    torch = pytest.importorskip("torch")
+    from pyseg.crf import cuda_backend
+
+    ok, why = cuda_backend.status()
+    if torch.cuda.is_available() and ok:
+        pytest.skip("a GPU is present")
+    assert not ok and why
