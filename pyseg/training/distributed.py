@@ -106,8 +106,27 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
-def maybe_sync_batchnorm(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """Convert BatchNorm layers to SyncBatchNorm when ``enabled`` and running distributed."""
+def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running stats) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step every rank holds
+    its own running statistics; evaluating with them would make the ranks (and the saved checkpoint)
+    disagree. Call before evaluation.
+    """
+    if not is_dist():
+        return
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=src)
+
+
+def maybe_sync_batchnorm(model: torch.nn.Module, enabled: bool, device_type: str = "cuda") -> torch.nn.Module:
+    """Convert BatchNorm layers to SyncBatchNorm when ``enabled`` and running distributed on CUDA.
+
+    torch's SyncBatchNorm works only on GPU modules; on CPU the layers stay BatchNorm (with a warning).
+    """
+    if enabled and is_dist() and device_type != "cuda":
+        log.warning("model.sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on %s", device_type)
+        return model
     if enabled and is_dist():
         log.info("converting BatchNorm layers to SyncBatchNorm")
         return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -171,7 +171,7 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
     class_names = list(getattr(train_set, "class_names", None) or [str(c) for c in range(num_classes)])
     if model is None:
         model = build.build_model(cfg, num_classes)
-    model = D.maybe_sync_batchnorm(model, cfg.model.sync_bn).to(device)
+    model = D.maybe_sync_batchnorm(model, cfg.model.sync_bn, device.type).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ddp_model = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type ==
@@ -232,6 +232,7 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
                                 progress=progress and info.is_main, epoch=epoch, lr_log=lr_log)
         val_loader = build.make_loader(val_set, vbs, sampler=val_sampler, num_workers=cfg.data.num_workers,
                                        seed=seed, pin_memory=device.type == "cuda")
+        D.broadcast_buffers(unwrap_model(ddp_model))  # same BatchNorm statistics on every rank
         val = evaluate(unwrap_model(ddp_model), val_loader, device=device, num_classes=num_classes,
                        ignore_index=cfg.data.ignore_index, amp_dtype=amp_dtype,
                        channels_last=cfg.train.channels_last, max_batches=cfg.train.max_val_batches,
