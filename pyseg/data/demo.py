@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,9 @@ def _render(rng: np.random.Generator, s: int) -> tuple[np.ndarray, list[dict]]:
     objs.sort(key=lambda o: o["area"], reverse=True)  # stable, same rule as the loader's area_desc
     anns = []
     for o in objs:
-        m = mask_utils.decode(o["rle"]).astype(bool)
+        with warnings.catch_warnings():  # pycocotools' decode trips a NumPy 2 copy-keyword deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            m = mask_utils.decode(o["rle"]).astype(bool)
         img[m] = o["tex"][m]
         x, y, w, h = (float(v) for v in mask_utils.toBbox(o["rle"]))
         if o["as_rle"]:
