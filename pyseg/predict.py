@@ -20,7 +20,7 @@ import json
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -294,7 +294,6 @@ class ImagePrediction:
     pred_crf: np.ndarray | None = None  # (H, W) int64 argmax after the CRF (None when off)
     mask: np.ndarray | None = None  # (H, W) ground truth when the dataset has it
     probs: np.ndarray | None = None  # (C, H, W) float32 final probabilities (when keep_probs)
-    extra: dict = field(default_factory=dict)
 
     @property
     def final(self) -> np.ndarray:
@@ -451,9 +450,10 @@ def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] |
     """Run :func:`predict_dataset` and write the submission CSV (atomically, validated row by row).
 
     ``image_ids``: the expected row order (the json's file names; every row is checked against it;
-    None reads them from the dataset, which loads every image once). Each row is the final class map (after the CRF when on) resized to
-    ``size`` x ``size`` with :func:`pyseg.submission.resize_nearest`. ``save_probs``: a directory for
-    the probabilities (format in :mod:`pyseg.submission`); ``vis_dir``: PNG overlays (:mod:`pyseg.vis`).
+    None reads them from the dataset, which loads every image once). Each row is the final class
+    map (after the CRF when on) resized to ``size`` x ``size`` with
+    :func:`pyseg.submission.resize_nearest`. ``save_probs``: a directory for the probabilities
+    (format in :mod:`pyseg.probs_io`); ``vis_dir``: PNG overlays (:mod:`pyseg.vis`).
     Returns {"rows", "seconds", "out"}.
     """
     import time
@@ -468,7 +468,9 @@ def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] |
     probs_writer = None
     try:
         if save_probs is not None:
-            probs_writer = submission.ProbsWriter(save_probs, num_classes, class_names, size, meta)
+            from pyseg.probs_io import ProbsWriter
+
+            probs_writer = ProbsWriter(save_probs, num_classes, class_names, size, meta)
         keep = probs_writer is not None
         n = 0
         results = predict_dataset(model, dataset, keep_probs=keep, **predict_kwargs)

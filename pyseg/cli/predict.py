@@ -28,8 +28,9 @@ def add_model_args(p: argparse.ArgumentParser, crf_default: str) -> None:
                    help="side the images are resized to for the model (default: the training config's "
                         "eval size; 0 = each image's own size)")
     p.add_argument("--tta", default=None, help="test-time augmentation: 'flip', scales like '0.75,1,1.25', or both")
-    p.add_argument("--crf", default=crf_default, help=f"dense CRF: off, a preset (krahenbuhl, deeplab) or a JSON "
-                                                      f"of parameters from pyseg-tune-crf --out (default {crf_default})")
+    p.add_argument("--crf", default=crf_default,
+                   help=f"dense CRF: off, a preset (krahenbuhl, deeplab) or a JSON of parameters from "
+                        f"pyseg-tune-crf --out (default {crf_default})")
     p.add_argument("--crf-device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the CRF runs (auto: the GPU when the model is on one and CUDA is built)")
     p.add_argument("--batch-size", type=int, default=4)
