@@ -281,3 +281,18 @@ def test_check_classes():
     ckpt = {"config": {"data": {"image_size": 256, "eval_size": None}}}
     assert P.input_size_from_checkpoint(ckpt) == 256
     assert P.input_size_from_checkpoint({}, 512) == 512
+
+
+@pytest.mark.cuda
+def test_cuda_model_and_crf_agree_with_cpu():
+    from pyseg.crf.params import CRFParams
+
+    ds = TinyDataset(n=4, sizes=((24, 32),))
+    model = tiny_model()
+    kw = dict(input_size=16, batch_size=2, crf=CRFParams.preset("krahenbuhl"))
+    cpu = list(P.predict_dataset(model, ds, crf_device="cpu", keep_probs=True, **kw))
+    gpu = list(P.predict_dataset(model.cuda(), ds, crf_device="auto", keep_probs=True, **kw))
+    for a, b in zip(cpu, gpu, strict=True):
+        assert a.image_id == b.image_id
+        np.testing.assert_array_equal(a.pred, b.pred)
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-3)  # the lattices agree, not bit for bit
