@@ -117,3 +117,33 @@ def test_choose_run_dir_policy(tmp_path):
     assert choose_run_dir(tmp_path / "empty", "x", False, base) == tmp_path / "empty"
     with pytest.raises(ValueError, match="not empty"):
         choose_run_dir(base / "x", "x", False, base)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    """Every config parses, names a known model, takes valid transform kwargs, and asks for a data root."""
+    import inspect
+
+    from pyseg.config import load_config
+    from pyseg.data.transforms import eval_transform, train_transform
+    from pyseg.models import list_models
+    from pyseg.training.build import build_datasets
+
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    assert cfg.model.name in list_models()
+    train_transform(cfg.data.image_size, **cfg.data.train_transform)
+    eval_transform(cfg.data.eval_size or cfg.data.image_size, **cfg.data.eval_transform)
+    assert set(cfg.model.kwargs) <= set(inspect.signature(_model_class(cfg.model.name)).parameters)
+    if cfg.data.root is None:
+        with pytest.raises(ValueError, match="data.root is not set"):
+            build_datasets(cfg.data)
+
+
+def _model_class(name):
+    import functools
+
+    from pyseg import models
+
+    factory = models._MODELS[name]
+    return factory.func if isinstance(factory, functools.partial) else factory
