@@ -305,20 +305,29 @@ def _collate(items):
 
 
 def resolve_crf_device(crf_device: str, model_device) -> str:
+    """"cpu" or "cuda" for ``--crf-device`` (auto: the GPU when the model is on one and the CUDA CRF is
+    usable); ValueError when cuda is asked for and cannot run."""
     import torch
 
     if crf_device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--crf-device must be auto, cpu or cuda, got {crf_device!r}")
     if crf_device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--crf-device cuda needs a CUDA GPU, and none is available")
-    if crf_device == "auto":
-        if str(model_device).startswith("cuda"):
+    try:
+        from pyseg.crf.backends import cuda_usable, require_cuda
+    except ImportError as e:
+        usable, why = False, str(e)
+    else:
+        usable, why = cuda_usable(), ""
+        if crf_device == "cuda" and not usable:
             try:
-                from pyseg.crf import _crf_cuda  # noqa: F401
-                return "cuda"
-            except ImportError:
-                return "cpu"
-        return "cpu"
+                require_cuda()
+            except RuntimeError as e:
+                why = str(e)
+    if crf_device == "cuda" and not usable:
+        raise ValueError(f"--crf-device cuda: the CUDA CRF cannot run: {why}")
+    if crf_device == "auto":
+        return "cuda" if str(model_device).startswith("cuda") and usable else "cpu"
     return crf_device
 
 
