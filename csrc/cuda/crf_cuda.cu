@@ -71,7 +71,9 @@ struct CudaExec {
   }
   void sort_pairs(const int32_t* kin, int32_t* kout, const int32_t* vin, int32_t* vout, int64_t n, int end_bit) {
     size_t bytes = cub_bytes;
-    check(cub::DeviceRadixSort::SortPairs(cub_temp, bytes, kin, kout, vin, vout, (int)n, 0, end_bit, stream),
+    // Slots are non-negative: sort them as unsigned keys (no sign-bit twiddling).
+    check(cub::DeviceRadixSort::SortPairs(cub_temp, bytes, (const uint32_t*)kin, (uint32_t*)kout, vin, vout, (int)n, 0,
+                                          end_bit, stream),
           "cub::DeviceRadixSort::SortPairs");
     launched("cub::DeviceRadixSort::SortPairs");
   }
@@ -84,7 +86,7 @@ struct CudaExec {
 
 size_t cub_temp_bytes(const Sizes& s) {
   size_t sort_bytes = 0, scan_bytes = 0;
-  check(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (const int32_t*)nullptr, (int32_t*)nullptr,
+  check(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (const uint32_t*)nullptr, (uint32_t*)nullptr,
                                         (const int32_t*)nullptr, (int32_t*)nullptr, (int)s.E, 0, s.end_bit),
         "cub::DeviceRadixSort::SortPairs (size query)");
   check(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, (const int32_t*)nullptr, (int32_t*)nullptr, (int)s.E),
