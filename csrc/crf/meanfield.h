@@ -25,6 +25,43 @@ PYSEG_HD PYSEG_INLINE float bits_as_float(int32_t i) {
 #endif
 }
 
+PYSEG_HD PYSEG_INLINE int32_t float_as_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(f);
+#else
+  int32_t i;
+  memcpy(&i, &f, sizeof(i));
+  return i;
+#endif
+}
+
+// log(x) for a positive normal float (Cephes-style: exponent split, mantissa in [sqrt(1/2), sqrt(2)),
+// degree-9 polynomial; about 1e-7 relative error). Branch-free so that loops vectorise.
+PYSEG_HD PYSEG_INLINE float fast_log_pos(float x) {
+  const int32_t bits = float_as_bits(x);
+  int32_t e = ((bits >> 23) & 0xff) - 127;
+  float m = bits_as_float((bits & 0x7fffff) | 0x3f800000);  // [1, 2)
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1 : e;
+  const float f = m - 1.0f;
+  const float z = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  const float fe = (float)e;
+  y += -2.12194440e-4f * fe;
+  y += -0.5f * z;
+  return (f + y) + 0.693359375f * fe;
+}
+
 // exp(x) for x <= 0 (as after subtracting a row maximum): Cody-Waite range reduction and a degree-6
 // polynomial, about 2e-7 relative error; exactly 0 below -87.3. Branch-free so that loops vectorise.
 PYSEG_HD PYSEG_INLINE float fast_exp_nonpos(float x) {

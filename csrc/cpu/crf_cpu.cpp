@@ -1,0 +1,385 @@
+#include "cpu/crf_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/kernels.h"
+#include "crf/lattice.h"
+#include "crf/meanfield.h"
+
+namespace pyseg {
+namespace cpu {
+namespace {
+
+constexpr int64_t kBlock = 256;  // pixels per block of a (labels, n) <-> (n, lp) transpose
+
+
+void check_compat(const CompatSpec& c, int labels) {
+  if (c.type == crf::COMPAT_POTTS) {
+    if (!std::isfinite(c.w)) throw std::invalid_argument("Potts compatibility must be finite");
+  } else if (c.type == crf::COMPAT_DIAGONAL || c.type == crf::COMPAT_MATRIX) {
+    const size_t want = c.type == crf::COMPAT_DIAGONAL ? (size_t)labels : (size_t)labels * labels;
+    if (c.values.size() != want)
+      throw std::invalid_argument("compatibility has " + std::to_string(c.values.size()) + " entries, expected " +
+                                  std::to_string(want) + " for " + std::to_string(labels) + " labels");
+    for (float v : c.values)
+      if (!std::isfinite(v)) throw std::invalid_argument("compatibility entries must be finite");
+  } else {
+    throw std::invalid_argument("unknown compatibility type " + std::to_string(c.type));
+  }
+}
+
+}  // namespace
+
+DenseCrf::DenseCrf(int64_t n, int labels)
+    : ks_(&best_kernels()), n_(n), labels_(labels), lp_((labels + ks_->vw - 1) / ks_->vw * ks_->vw) {
+  if (n < 1) throw std::invalid_argument("the CRF needs at least one point, got " + std::to_string(n));
+  if (labels < 1) throw std::invalid_argument("the CRF needs at least one label, got " + std::to_string(labels));
+  if (n > (int64_t)1 << 31) throw std::invalid_argument("too many points: " + std::to_string(n));
+  neg_u_.assign((size_t)n * lp_, crf::kPadEnergy);
+  for (int64_t p = 0; p < n; ++p)
+    for (int l = 0; l < labels; ++l) neg_u_[p * lp_ + l] = 0.0f;
+}
+
+void DenseCrf::set_unary(const float* u) {
+  for (int64_t b = 0; b < n_; b += kBlock) {
+    const int64_t e = std::min(n_, b + kBlock);
+    for (int l = 0; l < labels_; ++l) {
+      const float* src = u + (int64_t)l * n_;
+      for (int64_t p = b; p < e; ++p) {
+        const float v = src[p];
+        if (!std::isfinite(v)) {
+          std::ostringstream os;
+          os << "unary energies must be finite, got " << v << " at label " << l << ", point " << p;
+          throw std::invalid_argument(os.str());
+        }
+        neg_u_[p * lp_ + l] = -v;
+      }
+    }
+  }
+  has_unary_ = true;
+}
+
+void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol, float* q0, Executor& ex) {
+  // Blocks of kBlock pixels: validate, log (vectorised along the contiguous pixel axis), transpose; q0 (n, lp)
+  // gets softmax(-U) = clip(p) / sum(clip(p)) directly.
+  std::atomic<int64_t> first_bad{-1};
+  ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
+    alignas(16) float sums[kBlock], csum[kBlock], logs[kBlock], clipped[kBlock];
+    for (int64_t b = b0; b < e0; b += kBlock) {
+      const int64_t e = std::min(e0, b + kBlock);
+      const int64_t cnt = e - b;
+      for (int64_t i = 0; i < cnt; ++i) sums[i] = csum[i] = 0.0f;
+      bool bad = false;
+      for (int l = 0; l < labels_; ++l) {
+        const float* src = prob + (int64_t)l * n_ + b;
+        for (int64_t i = 0; i < cnt; ++i) {
+          const float v = src[i];
+          bad |= !(v >= 0.0f && v <= 3.4e38f);  // negative, NaN or inf
+          sums[i] += v;
+          const float c = v < clip ? clip : (v > 1.0f ? 1.0f : v);
+          clipped[i] = c;
+          csum[i] += c;
+        }
+        ks_->log_pos(clipped, logs, cnt);
+        float* nu = neg_u_.data() + b * lp_ + l;
+        for (int64_t i = 0; i < cnt; ++i) nu[i * lp_] = logs[i];
+        if (q0) {
+          float* qq = q0 + b * lp_ + l;
+          for (int64_t i = 0; i < cnt; ++i) qq[i * lp_] = clipped[i];
+        }
+      }
+      for (int64_t i = 0; i < cnt; ++i) bad |= !(std::fabs(sums[i] - 1.0f) <= sum_tol);
+      if (bad) {
+        int64_t expected = -1;
+        first_bad.compare_exchange_strong(expected, b);
+        return;
+      }
+      if (q0) {
+        for (int64_t i = 0; i < cnt; ++i) {
+          float* qq = q0 + (b + i) * lp_;
+          const float inv = 1.0f / csum[i];
+          for (int l = 0; l < labels_; ++l) qq[l] *= inv;
+          for (int l = labels_; l < lp_; ++l) qq[l] = 0.0f;
+        }
+      }
+    }
+  }, 16384);
+  if (first_bad.load() >= 0) {
+    // Find and report the first offending pixel (any block may have been first to fail).
+    for (int64_t p = 0; p < n_; ++p) {
+      float s = 0.0f;
+      for (int l = 0; l < labels_; ++l) {
+        const float v = prob[(int64_t)l * n_ + p];
+        if (!(v >= 0.0f && v <= 3.4e38f)) {
+          std::ostringstream os;
+          os << "probabilities must be finite and >= 0 (in [0, 1]), got " << v << " at label " << l << ", pixel "
+             << p;
+          throw std::invalid_argument(os.str());
+        }
+        s += v;
+      }
+      if (!(std::fabs(s - 1.0f) <= sum_tol)) {
+        std::ostringstream os;
+        os << "probabilities must sum to 1 over the labels (within " << sum_tol << "), got " << s << " at pixel "
+           << p;
+        throw std::invalid_argument(os.str());
+      }
+    }
+  }
+  has_unary_ = true;
+}
+
+void DenseCrf::add_compat(Kernel& k, const CompatSpec& c) {
+  check_compat(c, labels_);
+  k.type = c.type;
+  k.w = c.w;
+  if (c.type == crf::COMPAT_DIAGONAL) {
+    k.compat.assign(lp_, 0.0f);
+    for (int l = 0; l < labels_; ++l) k.compat[l] = c.values[l];
+  } else if (c.type == crf::COMPAT_MATRIX) {
+    k.compat.assign((size_t)lp_ * lp_, 0.0f);
+    for (int i = 0; i < labels_; ++i)
+      for (int j = 0; j < labels_; ++j)
+        k.compat[(size_t)i * lp_ + j] = 0.5f * (c.values[(size_t)i * labels_ + j] + c.values[(size_t)j * labels_ + i]);
+  }
+}
+
+void DenseCrf::add_kernel(const ArrayFeatures& f, const CompatSpec& c, int normalization, Executor& ex) {
+  if (f.n != n_)
+    throw std::invalid_argument("features have " + std::to_string(f.n) + " points, the CRF has " + std::to_string(n_));
+  std::unique_ptr<Kernel> k(new Kernel());
+  add_compat(*k, c);
+  build_lattice(k->lat, f, normalization, ex);
+  kernels_.push_back(std::move(k));
+}
+
+void DenseCrf::add_gaussian(int width, int height, float sx, float sy, const CompatSpec& c, int normalization,
+                            Executor& ex) {
+  if ((int64_t)width * height != n_) throw std::invalid_argument("image size does not match the CRF's points");
+  if (!(sx > 0 && sy > 0 && std::isfinite(sx) && std::isfinite(sy)))
+    throw std::invalid_argument("Gaussian sigmas must be finite and > 0");
+  std::unique_ptr<Kernel> k(new Kernel());
+  add_compat(*k, c);
+  build_lattice(k->lat, n_, GaussianImageFeatures{width, sx, sy}, normalization, ex);
+  kernels_.push_back(std::move(k));
+}
+
+void DenseCrf::add_bilateral(int width, int height, float sx, float sy, float sr, float sg, float sb,
+                             const uint8_t* rgb, const CompatSpec& c, int normalization, Executor& ex) {
+  if ((int64_t)width * height != n_) throw std::invalid_argument("image size does not match the CRF's points");
+  for (float s : {sx, sy, sr, sg, sb})
+    if (!(s > 0 && std::isfinite(s))) throw std::invalid_argument("bilateral sigmas must be finite and > 0");
+  std::unique_ptr<Kernel> k(new Kernel());
+  add_compat(*k, c);
+  build_lattice(k->lat, n_, BilateralImageFeatures{width, sx, sy, sr, sg, sb, rgb}, normalization, ex);
+  kernels_.push_back(std::move(k));
+}
+
+void DenseCrf::ensure_buffers() {
+  if (bufs_.size() == 2 * kernels_.size()) return;
+  bufs_.clear();
+  cur_.assign(kernels_.size(), 0);
+  for (auto& k : kernels_)
+    for (int i = 0; i < 2; ++i) bufs_.emplace_back((size_t)(k->lat.m + 1) * lp_, 0.0f);
+}
+
+void DenseCrf::filter_all(const float* qp, Executor& ex) {
+  ensure_buffers();
+  const int nk = (int)kernels_.size();
+  int64_t total = 0;
+  int max_d1 = 0;
+  for (auto& k : kernels_) {
+    total += k->lat.m;
+    max_d1 = std::max(max_d1, k->lat.d + 1);
+  }
+  // Splat every kernel in one parallel pass over their vertices.
+  ex.parallel_for(total, [&](int64_t b, int64_t e) {
+    int64_t base = 0;
+    for (int k = 0; k < nk; ++k) {
+      const int64_t m = kernels_[k]->lat.m;
+      const int64_t lo = std::max(b, base), hi = std::min(e, base + m);
+      if (lo < hi) ks_->splat(kernels_[k]->lat, qp, lp_, bufs_[2 * k].data(), lo - base, hi - base);
+      base += m;
+    }
+  }, 512);
+  for (int k = 0; k < nk; ++k) cur_[k] = 0;
+  // Blur axis j of every kernel that has it, in one parallel pass.
+  for (int j = 0; j < max_d1; ++j) {
+    int64_t tj = 0;
+    for (auto& k : kernels_)
+      if (k->lat.d + 1 > j) tj += k->lat.m;
+    ex.parallel_for(tj, [&](int64_t b, int64_t e) {
+      int64_t base = 0;
+      for (int k = 0; k < nk; ++k) {
+        const Lattice& lat = kernels_[k]->lat;
+        if (lat.d + 1 <= j) continue;
+        const int64_t lo = std::max(b, base), hi = std::min(e, base + lat.m);
+        if (lo < hi)
+          ks_->blur(lat, j, bufs_[2 * k + cur_[k]].data(), bufs_[2 * k + 1 - cur_[k]].data(), lp_, lo - base,
+                   hi - base);
+        base += lat.m;
+      }
+    }, 1024);
+    for (int k = 0; k < nk; ++k)
+      if (kernels_[k]->lat.d + 1 > j) cur_[k] ^= 1;
+  }
+}
+
+void DenseCrf::initial_q(float* qp, Executor& ex) const {
+  ex.parallel_for(n_, [&](int64_t b, int64_t e) {
+    if (ks_->update(lp_, 0, nullptr, neg_u_.data(), qp, b, e, nullptr, 0, 0)) return;
+    for (int64_t p = b; p < e; ++p) {
+      float* q = qp + p * lp_;
+      const float* u = neg_u_.data() + p * lp_;
+      for (int l = 0; l < lp_; ++l) q[l] = u[l];
+      crf::softmax_inplace(lp_, q);
+    }
+  }, 4096);
+}
+
+void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
+  const int nk = (int)kernels_.size();
+  std::vector<crf::CompatView> views(nk);
+  for (int k = 0; k < nk; ++k)
+    views[k] = crf::CompatView{kernels_[k]->type, kernels_[k]->w, kernels_[k]->compat.data()};
+  std::vector<UpdateKernel> uks(nk);
+  for (int it = 0; it < iterations; ++it) {
+    filter_all(qp, ex);
+    for (int k = 0; k < nk; ++k) uks[k] = UpdateKernel{&kernels_[k]->lat, bufs_[2 * k + cur_[k]].data(), views[k]};
+    float* out = it + 1 == iterations ? out_lm : nullptr;
+    ex.parallel_for(n_, [&](int64_t b, int64_t e) {
+      if (ks_->update(lp_, nk, uks.data(), neg_u_.data(), qp, b, e, out, labels_, n_)) return;
+      std::vector<float> msg((size_t)std::max(nk, 1) * lp_);
+      for (int64_t p = b; p < e; ++p) {
+        for (int k = 0; k < nk; ++k)
+          slice_pixel(kernels_[k]->lat, p, bufs_[2 * k + cur_[k]].data(), lp_, msg.data() + (size_t)k * lp_);
+        crf::meanfield_pixel(lp_, neg_u_.data() + p * lp_, nk, msg.data(), lp_, views.data(), qp + p * lp_);
+        if (out)
+          for (int l = 0; l < labels_; ++l) out[(int64_t)l * n_ + p] = qp[p * lp_ + l];
+      }
+    }, 4096);
+  }
+  if (iterations == 0 && out_lm) to_label_major(qp, out_lm, ex);
+}
+
+void DenseCrf::to_label_major(const float* qp, float* out, Executor& ex) const {
+  ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
+    for (int64_t b = b0; b < e0; b += kBlock) {
+      const int64_t e = std::min(e0, b + kBlock);
+      for (int l = 0; l < labels_; ++l) {
+        float* dst = out + (int64_t)l * n_;
+        for (int64_t p = b; p < e; ++p) dst[p] = qp[p * lp_ + l];
+      }
+    }
+  }, 16384);
+}
+
+void DenseCrf::from_label_major(const float* q, float* qp, Executor& ex) const {
+  ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
+    for (int64_t b = b0; b < e0; b += kBlock) {
+      const int64_t e = std::min(e0, b + kBlock);
+      for (int l = 0; l < lp_; ++l) {
+        const float* src = q + (int64_t)l * n_;
+        for (int64_t p = b; p < e; ++p) qp[p * lp_ + l] = l < labels_ ? src[p] : 0.0f;
+      }
+    }
+  }, 16384);
+}
+
+void DenseCrf::inference(int iterations, float* out, Executor& ex) {
+  if (iterations < 0) throw std::invalid_argument("iterations must be >= 0, got " + std::to_string(iterations));
+  std::vector<float> qp((size_t)n_ * lp_);
+  initial_q(qp.data(), ex);
+  iterate(qp.data(), iterations, ex, out);
+}
+
+void DenseCrf::start_inference(float* q_out, Executor& ex) {
+  std::vector<float> qp((size_t)n_ * lp_);
+  initial_q(qp.data(), ex);
+  to_label_major(qp.data(), q_out, ex);
+}
+
+void DenseCrf::step_inference(float* q, Executor& ex) {
+  std::vector<float> qp((size_t)n_ * lp_);
+  from_label_major(q, qp.data(), ex);
+  iterate(qp.data(), 1, ex);
+  to_label_major(qp.data(), q, ex);
+}
+
+double DenseCrf::kl_divergence(const float* q, Executor& ex) {
+  std::vector<float> qp((size_t)n_ * lp_);
+  from_label_major(q, qp.data(), ex);
+  const int nk = (int)kernels_.size();
+  if (nk > 0) filter_all(qp.data(), ex);
+  const int nchunks = std::max(1, ex.threads());
+  std::vector<double> part(nchunks, 0.0);
+  ex.parallel_chunks(n_, nchunks, [&](int c, int64_t b, int64_t e) {
+    std::vector<float> msg(lp_), acc(lp_);
+    double s = 0.0;
+    for (int64_t p = b; p < e; ++p) {
+      const float* qq = qp.data() + p * lp_;
+      const float* nu = neg_u_.data() + p * lp_;
+      for (int l = 0; l < labels_; ++l) {
+        s += (double)qq[l] * std::log(std::max(qq[l], 1e-20f));
+        s += (double)(-nu[l]) * qq[l];
+      }
+      for (int k = 0; k < nk; ++k) {
+        slice_pixel(kernels_[k]->lat, p, bufs_[2 * k + cur_[k]].data(), lp_, msg.data());
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        const crf::CompatView v{kernels_[k]->type, kernels_[k]->w, kernels_[k]->compat.data()};
+        crf::subtract_compat(lp_, v, msg.data(), acc.data());  // acc = -C(K q)
+        for (int l = 0; l < labels_; ++l) s -= (double)qq[l] * acc[l];
+      }
+    }
+    part[c] = s;
+  });
+  double kl = 0.0;
+  for (double v : part) kl += v;
+  return kl;
+}
+
+void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, const uint8_t* rgb,
+                      const ImageCrfParams& prm, int iterations, float* out, int threads) {
+  if (b < 1 || labels < 1 || h < 1 || w < 1)
+    throw std::invalid_argument("dense_crf needs at least one image, label and pixel");
+  if (iterations < 0) throw std::invalid_argument("iterations must be >= 0, got " + std::to_string(iterations));
+  const int64_t n = (int64_t)h * w;
+  const int64_t per = n * labels;
+  auto run_one = [&](int64_t i, Executor& ex) {
+    DenseCrf crf(n, labels);
+    std::vector<float> qp((size_t)n * crf.lp());
+    crf.set_unary_from_probs(probs + i * per, 1e-5f, 1e-3f, qp.data(), ex);
+    if (prm.gaussian_compat != 0.0f) {
+      CompatSpec c;
+      c.w = prm.gaussian_compat;
+      crf.add_gaussian(w, h, prm.gaussian_sxy, prm.gaussian_sxy, c, crf::NORMALIZE_SYMMETRIC, ex);
+    }
+    if (prm.bilateral_compat != 0.0f) {
+      CompatSpec c;
+      c.w = prm.bilateral_compat;
+      crf.add_bilateral(w, h, prm.bilateral_sxy, prm.bilateral_sxy, prm.bilateral_srgb, prm.bilateral_srgb,
+                        prm.bilateral_srgb, rgb + i * n * 3, c, crf::NORMALIZE_SYMMETRIC, ex);
+    }
+    crf.iterate(qp.data(), iterations, ex, out + i * per);
+  };
+  with_executor(threads, [&](Executor& ex) {
+    const int t = ex.threads();
+    if (t > 1 && b >= t) {
+      std::atomic<int64_t> next{0};
+      ex.run(t, [&](int) {
+        SerialExecutor serial;
+        for (int64_t i = next.fetch_add(1); i < b; i = next.fetch_add(1)) run_one(i, serial);
+      });
+    } else {
+      for (int64_t i = 0; i < b; ++i) run_one(i, ex);
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace pyseg

@@ -1,0 +1,99 @@
+// CPU dense CRF: mean-field inference over any number of lattice kernels (no Python types here).
+//
+// Internally Q, -U and messages are pixel-major with the labels padded to `lp` (a multiple of the vector
+// width: 4 for SSE2, 8 for AVX2) so that a
+// pixel's labels are contiguous; padded lanes carry crf::kPadEnergy and stay exactly 0.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "cpu/lattice_cpu.h"
+#include "cpu/thread_pool.h"
+#include "crf/common.h"
+
+namespace pyseg {
+namespace cpu {
+
+// A compatibility as given by the user: Potts weight, L diagonal entries or an L x L matrix (row-major).
+struct CompatSpec {
+  int type = crf::COMPAT_POTTS;
+  float w = 0.0f;
+  std::vector<float> values;
+};
+
+class DenseCrf {
+ public:
+  DenseCrf(int64_t n, int labels);
+
+  int64_t n() const { return n_; }
+  int labels() const { return labels_; }
+  int num_kernels() const { return (int)kernels_.size(); }
+
+  // U (labels, n) energies (validated: finite).
+  void set_unary(const float* u);
+  // -log(clip(p, clip, 1)) from probabilities (labels, n) (validated: finite, in [0, 1], sums within tol of
+  // 1). When q0 is given (n * lp), it receives softmax(-U), the starting point of inference.
+  void set_unary_from_probs(const float* p, float clip, float sum_tol, float* q0, Executor& ex);
+  bool has_unary() const { return has_unary_; }
+
+  void add_kernel(const ArrayFeatures& f, const CompatSpec& c, int normalization, Executor& ex);
+  void add_gaussian(int width, int height, float sx, float sy, const CompatSpec& c, int normalization,
+                    Executor& ex);
+  void add_bilateral(int width, int height, float sx, float sy, float sr, float sg, float sb, const uint8_t* rgb,
+                     const CompatSpec& c, int normalization, Executor& ex);
+
+  // Q after `iterations` mean-field steps from softmax(-U), written as (labels, n).
+  void inference(int iterations, float* out, Executor& ex);
+  // softmax(-U) as (labels, n).
+  void start_inference(float* q_out, Executor& ex);
+  // One mean-field step on q (labels, n), in place.
+  void step_inference(float* q, Executor& ex);
+  // KL divergence of q (labels, n) as the reference defines it (up to a constant).
+  double kl_divergence(const float* q, Executor& ex);
+
+  // Pixel-major padded buffers (n * lp) for the fast path.
+  int lp() const { return lp_; }
+  const char* isa() const { return ks_->name; }
+  void initial_q(float* qp, Executor& ex) const;
+  // `iterations` steps on qp (n * lp); with out_lm the final Q is (also) written as (labels, n) there.
+  void iterate(float* qp, int iterations, Executor& ex, float* out_lm = nullptr);
+  void to_label_major(const float* qp, float* out, Executor& ex) const;
+  void from_label_major(const float* q, float* qp, Executor& ex) const;
+
+ private:
+  struct Kernel {
+    Lattice lat;
+    int type;
+    float w;
+    std::vector<float> compat;  // lp (diagonal) or lp*lp (symmetrised matrix), zero padded
+  };
+  void add_compat(Kernel& k, const CompatSpec& c);
+  void ensure_buffers();
+  void filter_all(const float* qp, Executor& ex);  // splat + blur into bufs_
+
+  const KernelSet* ks_;
+  int64_t n_;
+  int labels_;
+  int lp_;
+  bool has_unary_ = false;
+  std::vector<float> neg_u_;  // n * lp
+  std::vector<std::unique_ptr<Kernel>> kernels_;
+  std::vector<std::vector<float>> bufs_;  // 2 per kernel: (m+1) * lp
+  std::vector<int> cur_;                  // which of the 2 holds the filtered values
+};
+
+struct ImageCrfParams {
+  float gaussian_sxy, gaussian_compat;
+  float bilateral_sxy, bilateral_srgb, bilateral_compat;
+};
+
+// Batch of b images: probs (b, labels, h, w) float32 probabilities, rgb (b, h, w, 3) uint8 -> out (b, labels, h, w).
+// A kernel with compat 0 is skipped. Threads go across images when b >= threads, else within each image.
+void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, const uint8_t* rgb,
+                      const ImageCrfParams& prm, int iterations, float* out, int threads);
+
+}  // namespace cpu
+}  // namespace pyseg

@@ -1,0 +1,297 @@
+#include "cpu/lattice_cpu.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/key_table.h"
+#include "crf/lattice.h"
+
+namespace pyseg {
+namespace cpu {
+namespace {
+
+constexpr int64_t kMinPointsPerChunk = 8192;
+
+// Array size for per-point scratch (d+2 entries); a struct constant because GCC 12 crashes on a local
+// constexpr used inside the lambdas below.
+template <int D>
+struct Scratch {
+  static constexpr int kSize = (D > 0 ? D : crf::kMaxDim) + 2;
+};
+
+struct ArrayFeat {
+  const float* f;
+  int64_t n;
+  int d;
+  void operator()(int64_t p, float* out) const {
+    for (int i = 0; i < d; ++i) out[i] = f[(int64_t)i * n + p];
+  }
+};
+struct GaussFeat {
+  GaussianImageFeatures g;
+  void operator()(int64_t p, float* out) const {
+    crf::gaussian_features((int)(p % g.width), (int)(p / g.width), g.sx, g.sy, out);
+  }
+};
+struct BilatFeat {
+  BilateralImageFeatures b;
+  void operator()(int64_t p, float* out) const {
+    crf::bilateral_features((int)(p % b.width), (int)(p / b.width), b.rgb + 3 * p, b.sx, b.sy, b.sr, b.sg, b.sb,
+                            out);
+  }
+};
+
+std::string overflow_message(int d, int64_t p, const float* f) {
+  std::ostringstream os;
+  os << "lattice coordinates out of range at point " << p << " (features divided by sigma: [";
+  for (int i = 0; i < d; ++i) os << (i ? ", " : "") << f[i];
+  os << "]): expected finite features whose magnitude times sqrt(2/3)(d+1) stays below 2^24; "
+        "use larger sigmas or smaller feature values";
+  return os.str();
+}
+
+template <int D, class Feat>
+void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normalization, Executor& ex) {
+  const int d = D > 0 ? D : d_rt;
+  const int d1 = d + 1;
+  if (n <= 0) throw std::invalid_argument("lattice needs at least one point");
+  if (n > (int64_t)std::numeric_limits<int32_t>::max() / d1)
+    throw std::invalid_argument("too many points for the lattice: expected n * (d+1) < 2^31, got n = " +
+                                std::to_string(n) + ", d = " + std::to_string(d));
+  lat.d = d;
+  lat.n = n;
+  lat.offsets.assign(n * d1, 0);
+  lat.bary.assign(n * d1, 0.0f);
+  const crf::LatticeScales sc = crf::make_lattice_scales(d);
+
+  const int nchunks = (int)std::max<int64_t>(1, std::min<int64_t>(ex.threads(), n / kMinPointsPerChunk));
+  std::vector<KeyTable<D>> local;
+  local.reserve(nchunks);
+  for (int c = 0; c < nchunks; ++c) local.emplace_back(d, n / nchunks / 8 + 64);
+  std::vector<int64_t> bad(nchunks, -1);
+
+  // 1) per chunk of points: lattice point, barycentric weights, vertices in a chunk-local table. Consecutive
+  //    points often fall in the same simplex: then only the weights change.
+  ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
+    KeyTable<D>& tab = local[c];
+    float f[Scratch<D>::kSize];
+    int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize], key[Scratch<D>::kSize];
+    float bary[Scratch<D>::kSize + 1];
+    bool have_prev = false;
+    for (int64_t p = b; p < e; ++p) {
+      feat(p, f);
+      if (!crf::lattice_point<D>(d, f, sc, rem0, rank, bary)) {
+        bad[c] = p;
+        return;
+      }
+      float* bo = lat.bary.data() + p * d1;
+      for (int r = 0; r < d1; ++r) bo[r] = bary[r];
+      bool same = have_prev;
+      if (same) {
+        for (int i = 0; i < d1; ++i) {
+          if (rem0[i] != prev_rem0[i] || rank[i] != prev_rank[i]) {
+            same = false;
+            break;
+          }
+        }
+      }
+      if (!same) {
+        for (int r = 0; r < d1; ++r) {
+          crf::vertex_key<D>(d, rem0, rank, r, key);
+          ids[r] = tab.find_or_insert(key);
+        }
+        for (int i = 0; i < d1; ++i) {
+          prev_rem0[i] = rem0[i];
+          prev_rank[i] = rank[i];
+        }
+        have_prev = true;
+      }
+      int32_t* oo = lat.offsets.data() + p * d1;
+      for (int r = 0; r < d1; ++r) oo[r] = ids[r];
+    }
+  });
+  for (int c = 0; c < nchunks; ++c) {
+    if (bad[c] >= 0) {
+      float f[Scratch<D>::kSize];
+      feat(bad[c], f);
+      throw std::invalid_argument(overflow_message(d, bad[c], f));
+    }
+  }
+
+  // 2) merge the chunk tables (vertex numbering depends on the chunking; results do not).
+  KeyTable<D> table(d, local.size() == 1 ? 64 : local[0].size() * 2);
+  std::vector<std::vector<int32_t>> remap(nchunks);
+  if (nchunks == 1) {
+    table = std::move(local[0]);
+  } else {
+    for (int c = 0; c < nchunks; ++c) {
+      remap[c].resize(local[c].size());
+      for (int i = 0; i < local[c].size(); ++i) remap[c][i] = table.find_or_insert(local[c].key(i));
+      local[c] = KeyTable<D>(d, 1);
+    }
+    ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
+      const int32_t* rm = remap[c].data();
+      for (int64_t i = b * d1; i < e * d1; ++i) lat.offsets[i] = rm[lat.offsets[i]];
+    });
+  }
+  const int m = table.size();
+  lat.m = m;
+
+  // 3) CSR transpose (vertex -> entries in ascending point order), counted per chunk for a parallel fill.
+  std::vector<int64_t> pos((size_t)nchunks * m, 0);
+  ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
+    int64_t* cnt = pos.data() + (size_t)c * m;
+    for (int64_t i = b * d1; i < e * d1; ++i) ++cnt[lat.offsets[i]];
+  });
+  lat.csr_start.assign(m + 1, 0);
+  int64_t run = 0;
+  for (int v = 0; v < m; ++v) {
+    lat.csr_start[v] = run;
+    for (int c = 0; c < nchunks; ++c) {
+      int64_t& slot = pos[(size_t)c * m + v];
+      const int64_t k = slot;
+      slot = run;
+      run += k;
+    }
+  }
+  lat.csr_start[m] = run;
+  lat.csr.resize(run);
+  ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
+    int64_t* at = pos.data() + (size_t)c * m;
+    for (int64_t p = b; p < e; ++p)
+      for (int r = 0; r < d1; ++r) {
+        const int64_t i = p * d1 + r;
+        lat.csr[at[lat.offsets[i]]++] = CsrEntry{(int32_t)p, lat.bary[i]};
+      }
+  });
+  std::vector<int64_t>().swap(pos);
+
+  // 4) blur neighbours.
+  lat.nbr.assign((size_t)d1 * m * 2, m);
+  ex.parallel_for(m, [&](int64_t b, int64_t e) {
+    int n1[Scratch<D>::kSize], n2[Scratch<D>::kSize];
+    for (int64_t v = b; v < e; ++v) {
+      const int32_t* key = table.key((int)v);
+      for (int j = 0; j < d1; ++j) {
+        crf::neighbour_keys<D>(d, key, j, n1, n2);
+        const int i1 = table.find(n1), i2 = table.find(n2);
+        int32_t* o = lat.nbr.data() + ((size_t)j * m + v) * 2;
+        o[0] = i1 < 0 ? m : i1;
+        o[1] = i2 < 0 ? m : i2;
+      }
+    }
+  }, 2048);
+
+  // 5) normalisation: norm = filter(ones) (alpha included), as the reference computes it.
+  const float alpha = crf::lattice_alpha(d);
+  lat.post.assign(n, alpha);
+  std::vector<float> va(m + 1, 0.0f), vb(m + 1, 0.0f);
+  ex.parallel_for(m, [&](int64_t b, int64_t e) {
+    for (int64_t v = b; v < e; ++v) {
+      float s = 0.0f;
+      for (int64_t k = lat.csr_start[v]; k < lat.csr_start[v + 1]; ++k) s += lat.csr[k].w;
+      va[v] = s;
+    }
+  });
+  for (int j = 0; j < d1; ++j) {
+    ex.parallel_for(m, [&](int64_t b, int64_t e) { blur_rows(lat, j, va.data(), vb.data(), 1, b, e); });
+    va.swap(vb);
+  }
+  std::vector<float> pre;
+  if (normalization == crf::NORMALIZE_SYMMETRIC || normalization == crf::NORMALIZE_BEFORE) pre.resize(n);
+  ex.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      float s = 0.0f;
+      for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * va[lat.offsets[p * d1 + r]];
+      const double norm = (double)(s * alpha);
+      if (normalization == crf::NORMALIZE_SYMMETRIC) {
+        const float k = (float)(1.0 / std::sqrt(norm + 1e-20));
+        pre[p] = k;
+        lat.post[p] = alpha * k;
+      } else if (normalization == crf::NORMALIZE_BEFORE) {
+        pre[p] = (float)(1.0 / (norm + 1e-20));
+      } else if (normalization == crf::NORMALIZE_AFTER) {
+        lat.post[p] = alpha * (float)(1.0 / (norm + 1e-20));
+      }
+    }
+  });
+  if (!pre.empty()) {
+    ex.parallel_for((int64_t)lat.csr.size(), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) lat.csr[k].w *= pre[lat.csr[k].pixel];
+    });
+  }
+}
+
+template <class Feat>
+void dispatch_build(Lattice& lat, int d, int64_t n, const Feat& feat, int normalization, Executor& ex) {
+  if (d < 1 || d > crf::kMaxDim)
+    throw std::invalid_argument("feature dimension must be in 1.." + std::to_string(crf::kMaxDim) + ", got " +
+                                std::to_string(d));
+  if (normalization < crf::NO_NORMALIZATION || normalization > crf::NORMALIZE_SYMMETRIC)
+    throw std::invalid_argument("normalization must be 0..3 (NO_NORMALIZATION..NORMALIZE_SYMMETRIC), got " +
+                                std::to_string(normalization));
+  switch (d) {
+    case 2: build_impl<2>(lat, d, n, feat, normalization, ex); break;
+    case 3: build_impl<3>(lat, d, n, feat, normalization, ex); break;
+    case 5: build_impl<5>(lat, d, n, feat, normalization, ex); break;
+    default: build_impl<0>(lat, d, n, feat, normalization, ex); break;
+  }
+}
+
+}  // namespace
+
+void build_lattice(Lattice& lat, const ArrayFeatures& feat, int normalization, Executor& ex) {
+  dispatch_build(lat, feat.d, feat.n, ArrayFeat{feat.f, feat.n, feat.d}, normalization, ex);
+}
+void build_lattice(Lattice& lat, int64_t n, const GaussianImageFeatures& feat, int normalization, Executor& ex) {
+  build_impl<2>(lat, 2, n, GaussFeat{feat}, normalization, ex);
+}
+void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, int normalization, Executor& ex) {
+  build_impl<5>(lat, 5, n, BilatFeat{feat}, normalization, ex);
+}
+
+void splat_rows(const Lattice& lat, const float* q, int lp, float* values, int64_t vb, int64_t ve) {
+  const CsrEntry* csr = lat.csr.data();
+  const int64_t* st = lat.csr_start.data();
+  for (int64_t v = vb; v < ve; ++v) {
+    float* out = values + v * lp;
+    for (int l = 0; l < lp; ++l) out[l] = 0.0f;
+    for (int64_t k = st[v]; k < st[v + 1]; ++k) {
+      const float w = csr[k].w;
+      const float* src = q + (int64_t)csr[k].pixel * lp;
+      for (int l = 0; l < lp; ++l) out[l] += w * src[l];
+    }
+  }
+}
+
+void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve) {
+  const int32_t* nb = lat.nbr.data() + (size_t)j * lat.m * 2;
+  for (int64_t v = vb; v < ve; ++v) {
+    const float* a = src + (int64_t)nb[2 * v] * lp;
+    const float* b = src + (int64_t)nb[2 * v + 1] * lp;
+    const float* o = src + v * lp;
+    float* out = dst + v * lp;
+    for (int l = 0; l < lp; ++l) out[l] = o[l] + 0.5f * (a[l] + b[l]);
+  }
+}
+
+void slice_pixel(const Lattice& lat, int64_t p, const float* values, int lp, float* out) {
+  const int d1 = lat.d + 1;
+  const int32_t* off = lat.offsets.data() + p * d1;
+  const float* w = lat.bary.data() + p * d1;
+  for (int l = 0; l < lp; ++l) out[l] = 0.0f;
+  for (int r = 0; r < d1; ++r) {
+    const float* src = values + (int64_t)off[r] * lp;
+    const float wr = w[r];
+    for (int l = 0; l < lp; ++l) out[l] += wr * src[l];
+  }
+  const float s = lat.post[p];
+  for (int l = 0; l < lp; ++l) out[l] *= s;
+}
+
+}  // namespace cpu
+}  // namespace pyseg
