@@ -16,13 +16,19 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from pyseg.submission import resize_nearest
 from pyseg.training.metrics import SegMetrics
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_predictions(predictions: Iterable, num_classes: int, ignore_index: int | None = 255) -> dict:
+def evaluate_predictions(predictions: Iterable, num_classes: int, ignore_index: int | None = 255,
+                         size: int | None = None) -> dict:
     """Accumulate metrics over :class:`pyseg.predict.ImagePrediction` items that carry ground truth.
+
+    ``size``: None scores at each image's own resolution; an int first resizes ground truth and
+    predictions to size x size with the submission's nearest-neighbour rule (as the leaderboard scored
+    the 256 x 256 submissions).
 
     Returns {"images": N, "no_crf": metrics, "crf": metrics or None}; each metrics dict has miou,
     miou_per_image, pixel_acc, iou_per_class (list of C, nan = absent) and cm ((C, C) int64,
@@ -35,10 +41,14 @@ def evaluate_predictions(predictions: Iterable, num_classes: int, ignore_index: 
         if r.mask is None:
             raise ValueError(f"image {r.image_id} has no ground truth; evaluation needs a labelled json "
                              "(e.g. val.json), not test.json")
-        plain.update(r.mask, r.pred)
-        if r.pred_crf is not None:
+        gt, pred, pred_crf = r.mask, r.pred, r.pred_crf
+        if size is not None:
+            gt, pred = resize_nearest(gt, size), resize_nearest(pred, size)
+            pred_crf = resize_nearest(pred_crf, size) if pred_crf is not None else None
+        plain.update(gt, pred)
+        if pred_crf is not None:
             refined = refined or SegMetrics(num_classes, ignore_index)
-            refined.update(r.mask, r.pred_crf)
+            refined.update(gt, pred_crf)
         n += 1
     if n == 0:
         raise ValueError("nothing to evaluate: the dataset is empty")
@@ -48,7 +58,8 @@ def evaluate_predictions(predictions: Iterable, num_classes: int, ignore_index: 
     return out
 
 
-def evaluate(model, dataset, *, crf=None, ignore_index: int | None = 255, **predict_kwargs) -> dict:
+def evaluate(model, dataset, *, crf=None, ignore_index: int | None = 255, size: int | None = None,
+             **predict_kwargs) -> dict:
     """Predict ``dataset`` (labelled) and return :func:`evaluate_predictions`'s dict (+ "seconds")."""
     import time
 
@@ -56,7 +67,7 @@ def evaluate(model, dataset, *, crf=None, ignore_index: int | None = 255, **pred
 
     t0 = time.perf_counter()
     res = evaluate_predictions(predict_dataset(model, dataset, crf=crf, **predict_kwargs),
-                               dataset.num_classes, ignore_index)
+                               dataset.num_classes, ignore_index, size)
     res["seconds"] = time.perf_counter() - t0
     return res
 

@@ -34,6 +34,16 @@ def test_metrics_match_hand_computed_values():
     assert res["images"] == 2
 
 
+def test_scoring_at_the_submission_size():
+    gt = np.zeros((4, 4), np.int64)
+    gt[1::2, 1::2] = 1  # only on odd rows/columns: gone after the [::2, ::2] resize
+    pred = np.zeros((4, 4), np.int64)
+    full = E.evaluate_predictions([_pred(gt, pred)], 2)
+    small = E.evaluate_predictions([_pred(gt, pred)], 2, size=2)
+    assert full["no_crf"]["pixel_acc"] == pytest.approx(12 / 16)
+    assert small["no_crf"]["pixel_acc"] == 1.0 and small["no_crf"]["cm"].sum() == 4
+
+
 def test_report_and_errors():
     gt = np.array([[0, 1]])
     res = E.evaluate_predictions([_pred(gt, gt, np.array([[0, 0]]))], 2)

@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     add_model_args(p, crf_default="krahenbuhl")
     p.add_argument("--ignore-index", type=int, default=None,
                    help="ground-truth label left out of the metrics (default: the training config's, else 255)")
+    p.add_argument("--size", type=int, default=None,
+                   help="score at size x size (nearest, as submissions are scored) instead of each image's own size")
     p.add_argument("--plot", default=None, metavar="PNG", help="confusion-matrix plot (of the CRF result when on)")
     p.add_argument("--json", default=None, metavar="FILE", help="write all metrics as JSON")
     p.add_argument("--vis", default=None, metavar="DIR", help="write PNG overlays here")
@@ -64,7 +66,10 @@ def main(argv=None) -> int:
                     yield r
             preds = _vis(preds)
         n = len(ds) if args.limit is None else min(args.limit, len(ds))
-        res = E.evaluate_predictions(with_progress(preds, n, sys.stderr.isatty(), "evaluate"), ds.num_classes, ignore)
+        if args.size is not None and args.size < 1:
+            raise ValueError(f"--size must be >= 1, got {args.size}")
+        res = E.evaluate_predictions(with_progress(preds, n, sys.stderr.isatty(), "evaluate"), ds.num_classes,
+                                     ignore, args.size)
         res["seconds"] = time.perf_counter() - t0
         if args.plot:
             which = res["crf"] or res["no_crf"]
