@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ann", default=str(data / "test.json"))
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--model", default="deeplabv3_resnet18")
-    ap.add_argument("--input-size", type=int, default=256)
+    ap.add_argument("--input-size", type=int, default=None, help="default: the checkpoint's eval size, else 256")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--presets", default="krahenbuhl")
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
         model = create_model(args.model, probe.num_classes).eval()
         ckpt = {"num_classes": probe.num_classes, "class_names": probe.class_names, "config": {}}
         what = f"randomly initialised {args.model} (timing only)"
+    if args.input_size is None:
+        args.input_size = P.input_size_from_checkpoint(ckpt, 256)
     ds = P.open_dataset(args.data_root, args.ann, ckpt)
     P.check_classes(ckpt, ds.num_classes, ds.class_names)
     ids = image_ids_from_json(args.ann)
