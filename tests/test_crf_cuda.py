@@ -142,6 +142,29 @@ def test_emulated_natural_image_and_labels_not_multiple_of_4(emulator, shared_da
     np.testing.assert_allclose(out.sum(1), 1.0, atol=1e-5)
 
 
+def test_emulated_matches_cpu_backend(emulator, shared_data):
+    try:
+        from pyseg.crf import dense_crf
+
+        from pyseg.crf.backends import load_cpu
+
+        load_cpu()
+    except ImportError as e:
+        pytest.skip(f"CPU backend not built: {e}")
+    rng = np.random.default_rng(4)
+    image = natural_crop(shared_data, "im2.png", 40, 60, 96, 128)
+    coarse = rng.normal(size=(11, 7, 9)) * 3
+    logits = np.repeat(np.repeat(coarse, 16, 1), 16, 2)[:, :96, :128] + rng.normal(size=(11, 96, 128))
+    probs = np.exp(logits - logits.max(0))
+    probs = (probs / probs.sum(0)).astype(np.float32)
+    for preset in ("krahenbuhl", "deeplab"):
+        params = CRFParams.preset(preset)
+        out, _ = run_emulator(emulator, probs[None], image[None], params, 10)
+        cpu = dense_crf(probs, image, params, 10, device="cpu")
+        assert np.abs(out[0] - cpu).max() < 1e-4
+        assert (out[0].argmax(0) == cpu.argmax(0)).mean() >= 0.9995
+
+
 def test_emulated_batch_equals_single_images(emulator):
     rng = np.random.default_rng(5)
     h, w, n_labels = 17, 21, 6
@@ -272,3 +295,130 @@ def test_backend_status_without_gpu_says_why():
     if torch.cuda.is_available() and ok:
         pytest.skip("a GPU is present")
     assert not ok and why
+
+
+# --------------------------------------------------------------------------------------------- on a GPU
+def _cpu_crf(probs: np.ndarray, images: np.ndarray, params: CRFParams, iterations: int) -> np.ndarray:
+    """The CPU backend (or, where it is not built, the NumPy reference), image by image."""
+    try:
+        from pyseg.crf import dense_crf
+    except ImportError:
+        dense_crf = None
+    outs = []
+    for p, im in zip(probs, images):
+        if dense_crf is not None:
+            outs.append(np.asarray(dense_crf(p, im, params, iterations, device="cpu")))
+        else:
+            outs.append(ref.dense_crf_reference(p, im, params, iterations))
+    return np.stack(outs)
+
+
+def _cuda(probs, images, params, iterations, **kw):
+    import torch
+
+    from pyseg.crf.cuda_backend import dense_crf_cuda
+
+    out = dense_crf_cuda(torch.from_numpy(probs).cuda(), torch.from_numpy(images).cuda(), params, iterations, **kw)
+    return out.cpu().numpy()
+
+
+def _agree(got, want):
+    assert np.isfinite(got).all()
+    assert np.abs(got - want).max() <= 1e-3
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.999
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("preset", ["krahenbuhl", "deeplab"])
+@pytest.mark.parametrize("n_labels", [1, 5, 11, 37])
+def test_cuda_matches_cpu_random(preset, n_labels):
+    rng = np.random.default_rng(n_labels)
+    h, w = 37, 53
+    images = np.stack([smooth_image(rng, h, w), rng.integers(0, 256, (h, w, 3), dtype=np.uint8)])
+    probs = random_probs(rng, 2, n_labels, h, w)
+    params = CRFParams.preset(preset)
+    for iterations in (0, 1, 5):
+        _agree(_cuda(probs, images, params, iterations), _cpu_crf(probs, images, params, iterations))
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu_real_images(shared_data):
+    from PIL import Image
+
+    params = CRFParams.preset("krahenbuhl")
+    for name, anno in (("im1.png", "anno1.png"), ("im2.png", "anno2.png")):
+        image = np.asarray(Image.open(shared_data / "crf_examples" / name).convert("RGB")).copy()
+        a = np.asarray(Image.open(shared_data / "crf_examples" / anno).convert("RGB")).astype(np.int64)
+        code = a[..., 0] + (a[..., 1] << 8) + (a[..., 2] << 16)
+        colours = [c for c in np.unique(code) if c != 0]
+        n_labels = len(colours)
+        probs = np.full((n_labels,) + code.shape, 1.0 / n_labels, np.float32)
+        for i, c in enumerate(colours):
+            m = code == c
+            probs[:, m] = 0.3 / (n_labels - 1)
+            probs[i, m] = 0.7
+        _agree(_cuda(probs[None], image[None], params, 5), _cpu_crf(probs[None], image[None], params, 5))
+
+
+@pytest.mark.cuda
+def test_cuda_batch_equals_single_and_is_deterministic():
+    rng = np.random.default_rng(1)
+    h, w, n_labels = 48, 64, 11
+    images = np.stack([smooth_image(rng, h, w), rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                       smooth_image(rng, h, w)[::-1].copy()])
+    probs = random_probs(rng, 3, n_labels, h, w)
+    params = CRFParams.preset("deeplab")
+    batch = _cuda(probs, images, params, 4)
+    for i in range(3):
+        np.testing.assert_array_equal(batch[i], _cuda(probs[i:i + 1], images[i:i + 1], params, 4)[0])
+    for _ in range(3):
+        np.testing.assert_array_equal(batch, _cuda(probs, images, params, 4, deterministic=True))
+
+
+@pytest.mark.cuda
+def test_cuda_single_image_shapes_and_side_stream():
+    import torch
+
+    from pyseg.crf.cuda_backend import dense_crf_cuda
+
+    rng = np.random.default_rng(2)
+    probs = random_probs(rng, 1, 3, 1, 1)
+    image = rng.integers(0, 256, (1, 1, 1, 3), dtype=np.uint8)
+    _agree(_cuda(probs, image, CRFParams(), 3), _cpu_crf(probs, image, CRFParams(), 3))
+    p = torch.from_numpy(random_probs(rng, 1, 4, 20, 30)[0]).cuda()
+    im = torch.from_numpy(smooth_image(rng, 20, 30)).cuda()
+    want = dense_crf_cuda(p, im, None, 3)
+    assert want.shape == (4, 20, 30) and want.dtype == torch.float32 and want.device == p.device
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = dense_crf_cuda(p, im, None, 3)
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.cuda
+def test_cuda_bad_inputs():
+    import torch
+
+    from pyseg.crf.cuda_backend import dense_crf_cuda
+
+    p = torch.full((1, 2, 8, 8), 0.5, device="cuda")
+    im = torch.zeros((1, 8, 8, 3), dtype=torch.uint8, device="cuda")
+    with pytest.raises(ValueError, match="must be a CUDA tensor"):
+        dense_crf_cuda(p.cpu(), im)
+    with pytest.raises(ValueError, match="must be a CUDA tensor"):
+        dense_crf_cuda(p, im.cpu())
+    with pytest.raises(TypeError, match="float32"):
+        dense_crf_cuda(p.double(), im)
+    with pytest.raises(TypeError, match="uint8"):
+        dense_crf_cuda(p, im.float())
+    with pytest.raises(ValueError, match="to match probs"):
+        dense_crf_cuda(p, im[:, :7])
+    with pytest.raises(ValueError, match="non-empty"):
+        dense_crf_cuda(p[:0], im[:0])
+    with pytest.raises(ValueError, match="too small"):
+        dense_crf_cuda(p, im, CRFParams(1e-6, 3.0, 80.0, 13.0, 10.0, 1))
+    if torch.cuda.device_count() > 1:
+        with pytest.raises(ValueError, match="same device"):
+            dense_crf_cuda(p, im.to("cuda:1"))

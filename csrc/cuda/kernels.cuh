@@ -112,9 +112,11 @@ struct PrepareUnary {
     for (int l = 0; l < LP; ++l) {
       float v = crf::kPadEnergy;
       if (l < L) {
-        float pr = probs[(b * L + l) * N + i];
-        pr = pr < 1e-5f ? 1e-5f : (pr > 1.0f ? 1.0f : pr);
-        v = logf(pr);
+        const float pr = probs[(b * L + l) * N + i];
+        const float c = pr < 1e-5f ? 1e-5f : (pr > 1.0f ? 1.0f : pr);
+        // The CPU core's log (same rounding); a NaN probability stays NaN (the output shows it) rather than
+        // turning into a finite number.
+        v = pr == pr ? crf::fast_log_pos(c) : pr;
       }
       nu[l] = v;
       qr[l] = v;
