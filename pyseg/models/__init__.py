@@ -5,16 +5,15 @@ initialised (nothing is downloaded), can load a local backbone state_dict (``pre
 torchvision key layout), checks its input size up front, and offers ``model.param_groups()`` /
 :func:`split_params` -> (backbone params, head params).
 
-=========================  =====================================================  ==========================
-name                       architecture                                           input H, W
-=========================  =====================================================  ==========================
-deconvnet_vgg16            DeconvNet, VGG16-BN, fc6 7x7 (Noh et al. 2015)          /32, >=224 (fc6_padding=3: >=32)
-deeplabv1_vgg16            DeepLab v1 LargeFOV, VGG16(-BN), OS 8                    >= 8
-deeplabv2_vgg16            DeepLab v2 ASPP-L (6/12/18/24 summed), VGG16(-BN), OS 8  >= 8
-deeplabv2_resnet101        DeepLab v2 ASPP-L, ResNet-101 dilated, OS 8             >= 32
-deeplabv3_resnet{18,50,101}      DeepLab v3, ASPP + image pooling, OS 16|8         >= 32
-deeplabv3plus_resnet{18,50,101}  DeepLab v3+, v3 encoder + 48-ch low-level decoder   >= 32
-=========================  =====================================================  ==========================
+Models (input H, W accepted):
+- ``deconvnet_vgg16``: DeconvNet, VGG16-BN, fc6 7x7 (Noh et al. 2015); H, W divisible by 32 and >= 224
+  (``fc6_padding=3``: any multiple of 32). 251.8M parameters with 21 classes (paper: 252M).
+- ``deeplabv1_vgg16``: DeepLab v1 LargeFOV, VGG16(-BN), output stride 8; H, W >= 8. 20.5M.
+- ``deeplabv2_vgg16``: DeepLab v2 ASPP-L (rates 6/12/18/24, summed), VGG16(-BN), OS 8; H, W >= 8. 37.9M.
+- ``deeplabv2_resnet101``: DeepLab v2 ASPP-L, ResNet-101 dilated, OS 8; H, W >= 32. 44.0M.
+- ``deeplabv3_resnet{18,50,101}``: DeepLab v3, ASPP + image pooling, OS 16 or 8; H, W >= 32. 15.3/39.0/58.0M.
+- ``deeplabv3plus_resnet{18,50,101}``: DeepLab v3+, 48-ch low-level decoder, OS 16 or 8; H, W >= 32.
+  16.6/40.4/59.3M.
 
 The ``*_resnet18`` models are light (about 13-16M parameters) and meant for the CPU demo.
 """

@@ -14,7 +14,8 @@
 
 All map (B,3,H,W) -> (B,num_classes,H,W) for any H, W >= 32 (feature maps are ceil(H/stride) in size).
 The image-pooling branch applies its BN after broadcasting the pooled vector to the feature map, so a training
-batch of one image does not fail (BN of a single value); for B >= 2 this equals BN on the pooled vectors.
+batch of one image does not fail (BN of a single value); for B >= 2 this equals BN on the pooled vectors
+(the running variance's unbiased correction uses B*h*w instead of B samples).
 """
 
 from __future__ import annotations
