@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from collections.abc import Callable
 from functools import partial
 
@@ -77,4 +78,6 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     if bad:
         raise TypeError(f"model {name!r} does not take {', '.join(map(repr, bad))}; "
                         f"it accepts: {', '.join(accepted)}")
+    if isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool):
+        num_classes = int(num_classes)  # e.g. a NumPy integer
     return factory(num_classes=num_classes, **kwargs)

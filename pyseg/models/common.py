@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -19,9 +21,9 @@ class SegmentationModel(nn.Module):
 
     def __init__(self, num_classes: int):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = int(num_classes)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise TypeError/ValueError when ``x`` is not a (B,3,H,W) float tensor of an accepted size."""
