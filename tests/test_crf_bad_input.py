@@ -115,14 +115,14 @@ def test_dense_crf_empty(shape):
     probs = np.zeros(shape, dtype=np.float32)
     hh, ww = shape[-2], shape[-1]
     img = np.zeros((shape[0], hh, ww, 3) if len(shape) == 4 else (hh, ww, 3), dtype=np.uint8)
-    expect_error(lambda: dcrf.dense_crf(probs, img), r"empty|at least 1|>= ?1|label|zero|0")
+    expect_error(lambda: dcrf.dense_crf(probs, img), r"empty|at least 1|>= ?1", re.escape(str(shape)))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_dense_crf_nonfinite_probs(bad):
     probs = good_probs()
     probs[1, 3, 4] = bad
-    expect_error(lambda: dcrf.dense_crf(probs, good_image()), r"finite|nan|inf")
+    expect_error(lambda: dcrf.dense_crf(probs, good_image()), r"finite", re.escape(str(bad)))
 
 
 def test_dense_crf_negative_and_unnormalised_probs():
@@ -234,7 +234,7 @@ def test_set_unary_energy_bad():
     for bad in (np.nan, np.inf):
         u = good_unary()
         u[1, 5] = bad
-        expect_error(lambda: d.setUnaryEnergy(u), r"finite|nan|inf")
+        expect_error(lambda: d.setUnaryEnergy(u), r"finite", re.escape(str(bad)))
     expect_error(lambda: d.setUnaryEnergy([[1.0, 2.0]]), r"\(3, 180\)|float32|array", r"list|\(1, 2\)")
 
 
@@ -260,15 +260,17 @@ def test_set_unary_energy_layout_choices():
 @pytest.mark.parametrize("sxy", [0, -3, math.nan, math.inf, (3, 0), (math.nan, 3)])
 def test_gaussian_bad_sigma(sxy):
     d = crf2d()
-    expect_error(lambda: d.addPairwiseGaussian(sxy=sxy, compat=3), r"sxy|sigma", r"nan|inf|0|-3|> ?0|positive")
+    expect_error(lambda: d.addPairwiseGaussian(sxy=sxy, compat=3), r"sxy|sigma", r"> ?0|positive",
+                 re.escape(str(sxy)))
 
 
 @pytest.mark.parametrize("sxy,srgb", [(0, 13), (80, 0), (80, -1), (80, math.nan), (math.inf, 13), (80, (13, 0, 13)),
                                       (80, (13, 13))])
 def test_bilateral_bad_sigma(sxy, srgb):
     d = crf2d()
+    name, bad = ("srgb", srgb) if sxy == 80 else ("sxy", sxy)
     expect_error(lambda: d.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=good_image(), compat=10),
-                 r"sxy|srgb|sigma", r"nan|inf|0|-1|> ?0|positive|3|2")
+                 name, r"> ?0|positive|3 numbers|3 values|one per channel", re.escape(str(bad)))
 
 
 @pytest.mark.parametrize("sigma", [1e-30, 1e-12])
@@ -351,12 +353,12 @@ def test_add_pairwise_energy_bad_features():
     feats = np.random.default_rng(0).normal(size=(3, n)).astype(np.float32)
     expect_error(lambda: d.addPairwiseEnergy(feats[:, :-1].copy(), compat=3), str(n), str(n - 1))
     expect_error(lambda: d.addPairwiseEnergy(feats[0].copy(), compat=3), r"\(d, ?N\)|2-?D|ndim|shape", r"1|\(")
-    expect_error(lambda: d.addPairwiseEnergy(np.zeros((0, n), np.float32), compat=3), r"feature|d|>= ?1|empty",
-                 "0")
+    expect_error(lambda: d.addPairwiseEnergy(np.zeros((0, n), np.float32), compat=3), r"feature",
+                 r"\(0, %d\)|d ?= ?0" % n)
     for bad in (np.nan, np.inf):
         f = feats.copy()
         f[1, 2] = bad
-        expect_error(lambda: d.addPairwiseEnergy(f, compat=3), r"finite|nan|inf")
+        expect_error(lambda: d.addPairwiseEnergy(f, compat=3), r"finite", re.escape(str(bad)))
     expect_error(lambda: d.addPairwiseEnergy(feats.astype(np.int32), compat=3), "float32", "int32")
 
 
