@@ -6,6 +6,9 @@
 #include <cub/device/device_scan.cuh>
 
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <stdexcept>
 #include <string>
 
@@ -84,7 +87,7 @@ struct CudaExec {
   }
 };
 
-size_t cub_temp_bytes(const Sizes& s) {
+size_t cub_temp_bytes_uncached(const Sizes& s) {
   size_t sort_bytes = 0, scan_bytes = 0;
   check(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (const uint32_t*)nullptr, (uint32_t*)nullptr,
                                         (const int32_t*)nullptr, (int32_t*)nullptr, (int)s.E, 0, s.end_bit),
@@ -92,6 +95,40 @@ size_t cub_temp_bytes(const Sizes& s) {
   check(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, (const int32_t*)nullptr, (int32_t*)nullptr, (int)s.E),
         "cub::DeviceScan::InclusiveSum (size query)");
   return sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
+}
+
+// cub's size queries and the multiprocessor count cost tens of microseconds of host time per call: cache
+// them (per device, entry count and key bits; the current device is set by the caller).
+std::mutex g_cache_mutex;
+std::map<std::tuple<int, int64_t, int>, size_t> g_cub_bytes;
+std::map<int, int> g_sm_count;
+
+size_t cub_temp_bytes(const Sizes& s, int device) {
+  const auto key = std::make_tuple(device, s.E, s.end_bit);
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    const auto it = g_cub_bytes.find(key);
+    if (it != g_cub_bytes.end()) return it->second;
+  }
+  const size_t bytes = cub_temp_bytes_uncached(s);
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  if (g_cub_bytes.size() > 256) g_cub_bytes.clear();
+  g_cub_bytes[key] = bytes;
+  return bytes;
+}
+
+int sm_count(int device) {
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    const auto it = g_sm_count.find(device);
+    if (it != g_sm_count.end()) return it->second;
+  }
+  int n = 0;
+  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
+        "cudaDeviceGetAttribute(MultiProcessorCount)");
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  g_sm_count[device] = n;
+  return n;
 }
 
 // The pointer must be device memory of `device` (or managed memory usable there).
@@ -144,15 +181,12 @@ namespace cuda {
 size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w, int device) {
   const gpu::Sizes s = gpu::make_sizes(b, h, w, labels);
   gpu::DeviceGuard guard(device);
-  return gpu::make_layout(s, gpu::cub_temp_bytes(s)).total;
+  return gpu::make_layout(s, gpu::cub_temp_bytes(s, device)).total;
 }
 
 int device_sm_count(int device) {
-  int n = 0;
   if (device < 0) throw std::invalid_argument("device index must be >= 0, got " + std::to_string(device));
-  gpu::check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
-             "cudaDeviceGetAttribute(MultiProcessorCount)");
-  return n;
+  return gpu::sm_count(device);
 }
 
 void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const float* probs, const uint8_t* rgb,
@@ -169,13 +203,13 @@ void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const flo
   gpu::check_pointer(out, device, "out");
   gpu::check_pointer(workspace, device, "workspace");
   if (((uintptr_t)workspace) % 256 != 0) throw std::invalid_argument("dense_crf_cuda: workspace must be 256-byte aligned");
-  const size_t cub_bytes = gpu::cub_temp_bytes(s);
+  const size_t cub_bytes = gpu::cub_temp_bytes(s, device);
   const gpu::Layout lay = gpu::make_layout(s, cub_bytes);
   if (workspace_bytes < lay.total)
     throw std::invalid_argument("dense_crf_cuda: workspace of " + std::to_string(workspace_bytes) +
                                 " bytes, need " + std::to_string(lay.total));
   const gpu::Buffers bf = gpu::bind_buffers(lay, workspace);
-  gpu::CudaExec ex{(cudaStream_t)stream, device_sm_count(device), bf.cub_temp, cub_bytes};
+  gpu::CudaExec ex{(cudaStream_t)stream, gpu::sm_count(device), bf.cub_temp, cub_bytes};
   gpu::run_dense_crf(ex, s, gp, bf, probs, rgb, out);
 }
 

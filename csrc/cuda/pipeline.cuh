@@ -15,6 +15,7 @@
 #include <math.h>
 
 #include "crf/lattice.h"
+#include "cuda/filter_kernels.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/layout.cuh"
 

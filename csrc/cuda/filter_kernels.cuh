@@ -1,0 +1,204 @@
+// Per-thread bodies of the filter (splat, blur), normalisation and mean-field update of the CUDA dense CRF,
+// as functors (see kernels.cuh for the conventions). Run once per iteration, all batch-wide.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#include "crf/meanfield.h"
+#include "cuda/kernels.cuh"
+
+namespace pyseg {
+namespace gpu {
+
+// ------------------------------------------------------------------------------------------------- filter
+// Splat, first pass: per (piece, float4 group) the weighted sum of the piece's entries. ONES splats a
+// vector of ones with the barycentric weights (the normalisation pass, G = 1).
+template <bool ONES>
+struct SplatPieces {
+  const int32_t* pstart;
+  const int32_t* counts;
+  const int32_t* spix;
+  const float* sws;
+  const int32_t* sorted_entry;
+  const float* bary;
+  const F4* q;  // P * G
+  F4* partial;  // pieces * G
+  int G;
+  PYSEG_HD int64_t bound() const { return (int64_t)counts[2] * G; }
+  PYSEG_HD void operator()(int64_t i) const {
+    const int64_t piece = i / G;
+    const int g = (int)(i - piece * G);
+    const int32_t k0 = pstart[piece], k1 = pstart[piece + 1];
+    F4 acc = f4_zero();
+    for (int32_t k = k0; k < k1; ++k) {
+      if (ONES) {
+        acc.x += bary[sorted_entry[k]];
+      } else {
+        f4_fma(acc, sws[k], q[(int64_t)spix[k] * G + g]);
+      }
+    }
+    partial[i] = acc;
+  }
+};
+
+// Splat, second pass: per (vertex, group) the sum of its pieces, in order.
+struct SplatReduce {
+  const int32_t* vpiece;
+  const int32_t* counts;
+  const F4* partial;
+  F4* vals;
+  int G;
+  PYSEG_HD int64_t bound() const { return (int64_t)counts[0] * G; }
+  PYSEG_HD void operator()(int64_t i) const {
+    const int64_t v = i / G;
+    const int g = (int)(i - v * G);
+    const int32_t q0 = vpiece[v], q1 = vpiece[v + 1];
+    F4 acc = f4_zero();
+    for (int32_t q = q0; q < q1; ++q) f4_add(acc, partial[(int64_t)q * G + g]);
+    vals[i] = acc;
+  }
+};
+
+// Blur along axis j: out = in + 0.5 (in[n1] + in[n2]). Axes 0..2 run over both lattices' vertices, axes
+// 3..5 over lattice 1's only (from_m0).
+struct Blur {
+  const int32_t* nbr;
+  const int32_t* counts;
+  const F4* in;
+  F4* out;
+  int G, j;
+  bool from_m0;
+  PYSEG_HD int64_t bound() const { return (int64_t)(counts[0] - (from_m0 ? counts[1] : 0)) * G; }
+  PYSEG_HD void operator()(int64_t i) const {
+    const int64_t v0 = from_m0 ? counts[1] : 0;
+    const int64_t v = v0 + i / G;
+    const int g = (int)(i % G);
+    const int32_t a = nbr[(v * kNbrAxes + j) * 2 + 0];
+    const int32_t b = nbr[(v * kNbrAxes + j) * 2 + 1];
+    F4 s = f4_zero();
+    if (a >= 0) f4_add(s, in[(int64_t)a * G + g]);
+    if (b >= 0) f4_add(s, in[(int64_t)b * G + g]);
+    F4 o = in[v * G + g];
+    f4_fma(o, 0.5f, s);
+    out[v * G + g] = o;
+  }
+};
+
+// Per pixel, after the ones pass: symmetric normalisation s = 1 / sqrt(K 1 + 1e-20) folded into the splat
+// weights (s * bary) and slice weights (compat * alpha * s * bary).
+struct NormWeights {
+  const int32_t* ev;
+  const float* bary;
+  const F4* vals_l0;  // lattice 0's filtered ones (G = 1)
+  const F4* vals_l1;
+  float* swe;
+  float* lw;
+  int64_t E0;
+  float alpha0, alpha1, w0, w1;
+  PYSEG_HD void operator()(int64_t p) const {
+    for (int lat = 0; lat < 2; ++lat) {
+      const int n = lat == 0 ? kDim0 + 1 : kDim1 + 1;
+      const int64_t e0 = lat == 0 ? p * n : E0 + p * n;
+      const F4* vals = lat == 0 ? vals_l0 : vals_l1;
+      const float alpha = lat == 0 ? alpha0 : alpha1;
+      float norm = 0.0f;
+      for (int r = 0; r < n; ++r) norm += bary[e0 + r] * vals[ev[e0 + r]].x;
+      norm *= alpha;
+      const float s = 1.0f / sqrtf(norm + 1e-20f);
+      const float w = lat == 0 ? w0 : w1;
+      for (int r = 0; r < n; ++r) {
+        swe[e0 + r] = s * bary[e0 + r];
+        lw[e0 + r] = w * alpha * s * bary[e0 + r];
+      }
+    }
+  }
+};
+
+// Per sorted position: the pixel and splat weight of its entry (so that the splat reads them in order).
+struct SortedWeights {
+  const int32_t* sorted_entry;
+  const float* swe;
+  int32_t* spix;
+  float* sws;
+  int64_t E0;
+  PYSEG_HD void operator()(int64_t k) const {
+    const int64_t e = sorted_entry[k];
+    spix[k] = (int32_t)(e < E0 ? e / (kDim0 + 1) : (e - E0) / (kDim1 + 1));
+    sws[k] = swe[e];
+  }
+};
+
+// ------------------------------------------------------------------------------------------------- update
+// Per pixel: slice both lattices (weights already hold compat, alpha and normalisation), add -U, softmax;
+// writes Q (pixel-major) and, on the last iteration, the output (B, L, H, W). GT = G known at compile
+// time keeps the row in registers; GT = 0 works on the Q row in memory (any label count).
+template <int GT>
+struct Update {
+  const int32_t* ev;
+  const float* lw;
+  const F4* vals_l0;  // lattice 0's filtered Q
+  const F4* vals_l1;
+  const F4* neg_u;
+  F4* q;
+  float* out;  // nullptr except on the last iteration
+  int64_t N, E0;
+  int G, L;
+
+  template <class Row>
+  PYSEG_HD PYSEG_INLINE void slice(int64_t p, Row& row) const {
+    for (int lat = 0; lat < 2; ++lat) {
+      const int n = lat == 0 ? kDim0 + 1 : kDim1 + 1;
+      const int64_t e0 = lat == 0 ? p * n : E0 + p * n;
+      const F4* vals = lat == 0 ? vals_l0 : vals_l1;
+      for (int r = 0; r < n; ++r) {
+        const int64_t v = ev[e0 + r];
+        const float w = lw[e0 + r];
+        const F4* vr = vals + v * G;
+        if (GT > 0) {
+PYSEG_UNROLL
+          for (int g = 0; g < (GT > 0 ? GT : 1); ++g) f4_fma(row[g], w, vr[g]);
+        } else {
+          for (int g = 0; g < G; ++g) f4_fma(row[g], w, vr[g]);
+        }
+      }
+    }
+  }
+
+  PYSEG_HD void operator()(int64_t p) const {
+    if (GT > 0) {
+      F4 row[GT > 0 ? GT : 1];
+PYSEG_UNROLL
+      for (int g = 0; g < (GT > 0 ? GT : 1); ++g) row[g] = neg_u[p * G + g];
+      slice(p, row);
+      crf::softmax_inplace(4 * (GT > 0 ? GT : 1), &row[0].x);
+PYSEG_UNROLL
+      for (int g = 0; g < (GT > 0 ? GT : 1); ++g) q[p * G + g] = row[g];
+      if (out) {
+        const int64_t b = p / N, i = p - b * N;
+        PYSEG_UNROLL
+        for (int g = 0; g < (GT > 0 ? GT : 1); ++g) {
+          const F4 r4 = row[g];
+          const float c[4] = {r4.x, r4.y, r4.z, r4.w};
+          PYSEG_UNROLL
+          for (int t = 0; t < 4; ++t)
+            if (4 * g + t < L) out[(b * L + 4 * g + t) * N + i] = c[t];
+        }
+      }
+    } else {
+      F4* row = q + p * G;
+      for (int g = 0; g < G; ++g) row[g] = neg_u[p * G + g];
+      slice(p, row);
+      crf::softmax_inplace(4 * G, &row[0].x);
+      if (out) write_out(p, &row[0].x);
+    }
+  }
+
+  PYSEG_HD PYSEG_INLINE void write_out(int64_t p, const float* row) const {
+    const int64_t b = p / N, i = p - b * N;
+    for (int l = 0; l < L; ++l) out[(b * L + l) * N + i] = row[l];
+  }
+};
+
+}  // namespace gpu
+}  // namespace pyseg
