@@ -191,8 +191,13 @@ struct Insert {
     uint32_t slot = hash_image_key<D>(img, key) & mask;
     for (;;) {
       int32_t* cell = table + base + slot;
-      const int32_t cur = cas_i32(cell, -1, (int32_t)e);
-      if (cur == -1) break;
+      // A cell never changes once claimed: read first, so that the many entries of a popular vertex (a
+      // flat region) do not all queue atomics on one address.
+      int32_t cur = load_cg(cell);
+      if (cur == -1) {
+        cur = cas_i32(cell, -1, (int32_t)e);
+        if (cur == -1) break;
+      }
       // `cur` was written by an earlier launch's data (pdat): safe to read.
       if (ks.key_of(cur - ks.entry_base, other) == img && crf::keys_equal<D>(D, key, other)) break;
       slot = (slot + 1) & mask;

@@ -25,7 +25,8 @@ constexpr int kDim1 = 5;         // bilateral lattice
 constexpr int kNbrAxes = 6;      // neighbour rows per vertex (d+1 of the larger lattice)
 constexpr int kPieceLen = 32;    // the splat gathers at most this many entries per thread (bounded tails)
 constexpr int kMaxLabels = 4096; // labels per call (a pixel's row must stay a modest size)
-constexpr int64_t kMaxEntries = int64_t(1) << 30;  // int32 indices with room to spare
+// Pixels per call: keeps every hash slot (2 * next_pow2(6 P) for the bilateral lattice) an int32.
+constexpr int64_t kMaxPixels = (int64_t(1) << 29) / (kDim1 + 1);
 
 struct Sizes {
   int B, H, W, L;
@@ -50,6 +51,10 @@ inline Sizes make_sizes(int64_t B, int64_t H, int64_t W, int64_t L) {
   if (L < 1 || L > kMaxLabels)
     throw std::invalid_argument("dense_crf_cuda: labels must be in 1.." + std::to_string(kMaxLabels) + ", got " +
                                 std::to_string(L));
+  if (H > kMaxPixels || W > kMaxPixels || B > kMaxPixels || H * W > kMaxPixels || B * (H * W) > kMaxPixels)
+    throw std::invalid_argument("dense_crf_cuda: batch too large for one call (B=" + std::to_string(B) +
+                                " H=" + std::to_string(H) + " W=" + std::to_string(W) + "; at most " +
+                                std::to_string(kMaxPixels) + " pixels per call): split the batch");
   Sizes s;
   s.B = (int)B;
   s.H = (int)H;
@@ -60,16 +65,13 @@ inline Sizes make_sizes(int64_t B, int64_t H, int64_t W, int64_t L) {
   s.E0 = s.P * (kDim0 + 1);
   s.E1 = s.P * (kDim1 + 1);
   s.E = s.E0 + s.E1;
-  if (s.E > kMaxEntries)
-    throw std::invalid_argument("dense_crf_cuda: batch too large for one call (" + std::to_string(s.P) +
-                                " pixels; at most " + std::to_string(kMaxEntries / 9) +
-                                " per call): split the batch");
   s.LP = (int)((L + 3) / 4 * 4);
   s.G = s.LP / 4;
   // Load factor <= 1/2 even when every entry is its own vertex.
   s.cap0 = 2 * next_pow2(s.E0);
   s.cap1 = 2 * next_pow2(s.E1);
   s.C = s.cap0 + s.cap1;
+  if (s.C > (int64_t(1) << 31) - 1) throw std::logic_error("dense_crf_cuda: hash table exceeds int32 slots");
   int bits = 0;
   while ((int64_t(1) << bits) < s.C) ++bits;
   s.end_bit = bits;
