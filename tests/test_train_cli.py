@@ -106,7 +106,7 @@ def test_print_config_and_module_entry_point(tmp_path, demo):
 def test_choose_run_dir_policy(tmp_path):
     base = tmp_path / "runs"
     assert choose_run_dir(None, "x", False, base) == base / "x" / "v1"
-    (base / "x" / "v1").mkdir(parents=True)
+    assert (base / "x" / "v1").is_dir()  # claimed at once
     (base / "x" / "v9").mkdir()
     assert choose_run_dir(None, "x", False, base) == base / "x" / "v10"
     with pytest.raises(ValueError, match="no run with checkpoints"):

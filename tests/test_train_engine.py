@@ -171,3 +171,46 @@ def test_evaluate_matches_metrics_by_hand():
     pred = logits.argmax(1)
     assert out["loss"] == pytest.approx(loss, rel=1e-5)
     assert out["pixel_acc"] == pytest.approx((pred == ds.y).float().mean().item())
+
+
+def test_early_stopping_unit():
+    from pyseg.training.early_stopping import EarlyStopping
+
+    es = EarlyStopping("val_loss", patience=2, min_delta=0.01)
+    assert [es.step(v) for v in [1.0, 0.995, 0.9, float("nan"), 0.95]] == [False, False, False, False, True]
+    assert es.best == 0.9
+    restored = EarlyStopping("val_loss", patience=2)
+    restored.load_state_dict(es.state_dict())
+    assert restored.should_stop and restored.best == 0.9
+    off = EarlyStopping("val_miou", patience=0)
+    assert not any(off.step(0.1) for _ in range(10))
+    with pytest.raises(ValueError, match="monitor"):
+        EarlyStopping("val_acc")
+    with pytest.raises(ValueError, match="checkpoint tracked"):
+        EarlyStopping("val_miou").load_state_dict(es.state_dict())
+
+
+def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
+    """With torch.utils.tensorboard importable, every metrics column goes to TensorBoard once per epoch."""
+    import sys
+    import types
+
+    calls = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    _run(_cfg("train.epochs=2", "train.tensorboard=true"), tmp_path / "run")
+    assert calls[0] == ("init", str(tmp_path / "run" / "tb")) and calls[-1] == ("close",)
+    assert ("val_miou", 2) in calls and ("train_loss", 1) in calls

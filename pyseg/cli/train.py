@@ -65,7 +65,13 @@ def choose_run_dir(output_dir: Path | None, name: str, resume: bool, runs_root: 
             if (d / "checkpoints" / "last.pt").is_file():
                 return d
         raise ValueError(f"--resume: no run with checkpoints/last.pt under {base}; pass --output-dir")
-    return base / f"v{versions[-1][0] + 1 if versions else 1}"
+    n = versions[-1][0] + 1 if versions else 1
+    while True:  # claim the folder, so that two runs started at once never share it
+        try:
+            (base / f"v{n}").mkdir(parents=True, exist_ok=False)
+            return base / f"v{n}"
+        except FileExistsError:
+            n += 1
 
 
 def _setup_logging(is_main: bool) -> None:
