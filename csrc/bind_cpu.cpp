@@ -198,6 +198,9 @@ PYBIND11_MODULE(_crf_cpu, m) {
   m.def("set_num_threads", &pyseg::cpu::set_default_threads, py::arg("n"),
         "Default threads for the CPU backend (n <= 0: all cores).");
   m.def("get_num_threads", &pyseg::cpu::default_threads);
+  m.def("release_memory", [] { return pyseg::cpu::release_cached_memory(); },
+        "Returns the CPU backend's cached work buffers to the OS; returns the bytes released.");
+  m.def("cached_bytes", [] { return pyseg::cpu::cached_bytes(); });
   m.def("isa", [] { return std::string(pyseg::cpu::best_kernels().name); },
         "Instruction set of the CPU kernels in use (avx2 or sse2; PYSEG_CPU_ISA=sse2 forces the baseline).");
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -40,26 +42,35 @@ DenseCrf::DenseCrf(int64_t n, int labels)
   if (n < 1) throw std::invalid_argument("the CRF needs at least one point, got " + std::to_string(n));
   if (labels < 1) throw std::invalid_argument("the CRF needs at least one label, got " + std::to_string(labels));
   if (n > (int64_t)1 << 31) throw std::invalid_argument("too many points: " + std::to_string(n));
-  neg_u_.assign((size_t)n * lp_, crf::kPadEnergy);
-  for (int64_t p = 0; p < n; ++p)
-    for (int l = 0; l < labels; ++l) neg_u_[p * lp_ + l] = 0.0f;
+  neg_u_ = WsArray<float>((size_t)n * lp_);  // filled by set_unary*, or with zeros by ensure_unary()
+}
+
+void DenseCrf::ensure_unary() {
+  if (has_unary_) return;
+  for (int64_t p = 0; p < n_; ++p)
+    for (int l = 0; l < lp_; ++l) neg_u_[p * lp_ + l] = l < labels_ ? 0.0f : crf::kPadEnergy;
+  has_unary_ = true;
 }
 
 void DenseCrf::set_unary(const float* u) {
+  std::vector<float> blk((size_t)kBlock * lp_);
   for (int64_t b = 0; b < n_; b += kBlock) {
     const int64_t e = std::min(n_, b + kBlock);
+    const int64_t cnt = e - b;
+    for (int64_t i = 0; i < cnt * lp_; ++i) blk[i] = crf::kPadEnergy;
     for (int l = 0; l < labels_; ++l) {
-      const float* src = u + (int64_t)l * n_;
-      for (int64_t p = b; p < e; ++p) {
-        const float v = src[p];
+      const float* src = u + (int64_t)l * n_ + b;
+      for (int64_t i = 0; i < cnt; ++i) {
+        const float v = src[i];
         if (!std::isfinite(v)) {
           std::ostringstream os;
-          os << "unary energies must be finite, got " << v << " at label " << l << ", point " << p;
+          os << "unary energies must be finite, got " << v << " at label " << l << ", point " << b + i;
           throw std::invalid_argument(os.str());
         }
-        neg_u_[p * lp_ + l] = -v;
+        blk[i * lp_ + l] = -v;
       }
     }
+    std::memcpy(neg_u_.get() + b * lp_, blk.data(), sizeof(float) * cnt * lp_);
   }
   has_unary_ = true;
 }
@@ -70,10 +81,15 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
   std::atomic<int64_t> first_bad{-1};
   ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
     alignas(16) float sums[kBlock], csum[kBlock], logs[kBlock], clipped[kBlock];
+    std::vector<float> ublk((size_t)kBlock * lp_), qblk((size_t)kBlock * lp_);
     for (int64_t b = b0; b < e0; b += kBlock) {
       const int64_t e = std::min(e0, b + kBlock);
       const int64_t cnt = e - b;
       for (int64_t i = 0; i < cnt; ++i) sums[i] = csum[i] = 0.0f;
+      for (int64_t i = 0; i < cnt * lp_; ++i) {
+        ublk[i] = crf::kPadEnergy;
+        qblk[i] = 0.0f;
+      }
       bool bad = false;
       for (int l = 0; l < labels_; ++l) {
         const float* src = prob + (int64_t)l * n_ + b;
@@ -86,12 +102,8 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
           csum[i] += c;
         }
         ks_->log_pos(clipped, logs, cnt);
-        float* nu = neg_u_.data() + b * lp_ + l;
-        for (int64_t i = 0; i < cnt; ++i) nu[i * lp_] = logs[i];
-        if (q0) {
-          float* qq = q0 + b * lp_ + l;
-          for (int64_t i = 0; i < cnt; ++i) qq[i * lp_] = clipped[i];
-        }
+        for (int64_t i = 0; i < cnt; ++i) ublk[i * lp_ + l] = logs[i];
+        for (int64_t i = 0; i < cnt; ++i) qblk[i * lp_ + l] = clipped[i];
       }
       for (int64_t i = 0; i < cnt; ++i) bad |= !(std::fabs(sums[i] - 1.0f) <= sum_tol);
       if (bad) {
@@ -99,13 +111,13 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
         first_bad.compare_exchange_strong(expected, b);
         return;
       }
+      std::memcpy(neg_u_.get() + b * lp_, ublk.data(), sizeof(float) * cnt * lp_);
       if (q0) {
         for (int64_t i = 0; i < cnt; ++i) {
-          float* qq = q0 + (b + i) * lp_;
           const float inv = 1.0f / csum[i];
-          for (int l = 0; l < labels_; ++l) qq[l] *= inv;
-          for (int l = labels_; l < lp_; ++l) qq[l] = 0.0f;
+          for (int l = 0; l < labels_; ++l) qblk[i * lp_ + l] *= inv;
         }
+        std::memcpy(q0 + b * lp_, qblk.data(), sizeof(float) * cnt * lp_);
       }
     }
   }, 16384);
@@ -230,12 +242,13 @@ void DenseCrf::filter_all(const float* qp, Executor& ex) {
   }
 }
 
-void DenseCrf::initial_q(float* qp, Executor& ex) const {
+void DenseCrf::initial_q(float* qp, Executor& ex) {
+  ensure_unary();
   ex.parallel_for(n_, [&](int64_t b, int64_t e) {
-    if (ks_->update(lp_, 0, nullptr, neg_u_.data(), qp, b, e, nullptr, 0, 0)) return;
+    if (ks_->update(lp_, 0, nullptr, neg_u_.get(), qp, b, e, nullptr, 0, 0)) return;
     for (int64_t p = b; p < e; ++p) {
       float* q = qp + p * lp_;
-      const float* u = neg_u_.data() + p * lp_;
+      const float* u = neg_u_.get() + p * lp_;
       for (int l = 0; l < lp_; ++l) q[l] = u[l];
       crf::softmax_inplace(lp_, q);
     }
@@ -243,6 +256,7 @@ void DenseCrf::initial_q(float* qp, Executor& ex) const {
 }
 
 void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
+  ensure_unary();
   const int nk = (int)kernels_.size();
   std::vector<crf::CompatView> views(nk);
   for (int k = 0; k < nk; ++k)
@@ -253,12 +267,12 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     for (int k = 0; k < nk; ++k) uks[k] = UpdateKernel{&kernels_[k]->lat, bufs_[2 * k + cur_[k]].data(), views[k]};
     float* out = it + 1 == iterations ? out_lm : nullptr;
     ex.parallel_for(n_, [&](int64_t b, int64_t e) {
-      if (ks_->update(lp_, nk, uks.data(), neg_u_.data(), qp, b, e, out, labels_, n_)) return;
+      if (ks_->update(lp_, nk, uks.data(), neg_u_.get(), qp, b, e, out, labels_, n_)) return;
       std::vector<float> msg((size_t)std::max(nk, 1) * lp_);
       for (int64_t p = b; p < e; ++p) {
         for (int k = 0; k < nk; ++k)
           slice_pixel(kernels_[k]->lat, p, bufs_[2 * k + cur_[k]].data(), lp_, msg.data() + (size_t)k * lp_);
-        crf::meanfield_pixel(lp_, neg_u_.data() + p * lp_, nk, msg.data(), lp_, views.data(), qp + p * lp_);
+        crf::meanfield_pixel(lp_, neg_u_.get() + p * lp_, nk, msg.data(), lp_, views.data(), qp + p * lp_);
         if (out)
           for (int l = 0; l < labels_; ++l) out[(int64_t)l * n_ + p] = qp[p * lp_ + l];
       }
@@ -293,26 +307,27 @@ void DenseCrf::from_label_major(const float* q, float* qp, Executor& ex) const {
 
 void DenseCrf::inference(int iterations, float* out, Executor& ex) {
   if (iterations < 0) throw std::invalid_argument("iterations must be >= 0, got " + std::to_string(iterations));
-  std::vector<float> qp((size_t)n_ * lp_);
+  wvec<float> qp((size_t)n_ * lp_);
   initial_q(qp.data(), ex);
   iterate(qp.data(), iterations, ex, out);
 }
 
 void DenseCrf::start_inference(float* q_out, Executor& ex) {
-  std::vector<float> qp((size_t)n_ * lp_);
+  wvec<float> qp((size_t)n_ * lp_);
   initial_q(qp.data(), ex);
   to_label_major(qp.data(), q_out, ex);
 }
 
 void DenseCrf::step_inference(float* q, Executor& ex) {
-  std::vector<float> qp((size_t)n_ * lp_);
+  wvec<float> qp((size_t)n_ * lp_);
   from_label_major(q, qp.data(), ex);
   iterate(qp.data(), 1, ex);
   to_label_major(qp.data(), q, ex);
 }
 
 double DenseCrf::kl_divergence(const float* q, Executor& ex) {
-  std::vector<float> qp((size_t)n_ * lp_);
+  ensure_unary();
+  wvec<float> qp((size_t)n_ * lp_);
   from_label_major(q, qp.data(), ex);
   const int nk = (int)kernels_.size();
   if (nk > 0) filter_all(qp.data(), ex);
@@ -323,7 +338,7 @@ double DenseCrf::kl_divergence(const float* q, Executor& ex) {
     double s = 0.0;
     for (int64_t p = b; p < e; ++p) {
       const float* qq = qp.data() + p * lp_;
-      const float* nu = neg_u_.data() + p * lp_;
+      const float* nu = neg_u_.get() + p * lp_;
       for (int l = 0; l < labels_; ++l) {
         s += (double)qq[l] * std::log(std::max(qq[l], 1e-20f));
         s += (double)(-nu[l]) * qq[l];
@@ -352,8 +367,8 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
   const int64_t per = n * labels;
   auto run_one = [&](int64_t i, Executor& ex) {
     DenseCrf crf(n, labels);
-    std::vector<float> qp((size_t)n * crf.lp());
-    crf.set_unary_from_probs(probs + i * per, 1e-5f, 1e-3f, qp.data(), ex);
+    WsArray<float> qp((size_t)n * crf.lp());
+    crf.set_unary_from_probs(probs + i * per, 1e-5f, 1e-3f, qp.get(), ex);
     if (prm.gaussian_compat != 0.0f) {
       CompatSpec c;
       c.w = prm.gaussian_compat;
@@ -365,7 +380,7 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
       crf.add_bilateral(w, h, prm.bilateral_sxy, prm.bilateral_sxy, prm.bilateral_srgb, prm.bilateral_srgb,
                         prm.bilateral_srgb, rgb + i * n * 3, c, crf::NORMALIZE_SYMMETRIC, ex);
     }
-    crf.iterate(qp.data(), iterations, ex, out + i * per);
+    crf.iterate(qp.get(), iterations, ex, out + i * per);
   };
   with_executor(threads, [&](Executor& ex) {
     const int t = ex.threads();

@@ -12,6 +12,7 @@
 #include "cpu/kernels.h"
 #include "cpu/lattice_cpu.h"
 #include "cpu/thread_pool.h"
+#include "cpu/workspace.h"
 #include "crf/common.h"
 
 namespace pyseg {
@@ -57,7 +58,7 @@ class DenseCrf {
   // Pixel-major padded buffers (n * lp) for the fast path.
   int lp() const { return lp_; }
   const char* isa() const { return ks_->name; }
-  void initial_q(float* qp, Executor& ex) const;
+  void initial_q(float* qp, Executor& ex);
   // `iterations` steps on qp (n * lp); with out_lm the final Q is (also) written as (labels, n) there.
   void iterate(float* qp, int iterations, Executor& ex, float* out_lm = nullptr);
   void to_label_major(const float* qp, float* out, Executor& ex) const;
@@ -72,6 +73,7 @@ class DenseCrf {
   };
   void add_compat(Kernel& k, const CompatSpec& c);
   void ensure_buffers();
+  void ensure_unary();  // zeros when no unary was set
   void filter_all(const float* qp, Executor& ex);  // splat + blur into bufs_
 
   const KernelSet* ks_;
@@ -79,9 +81,9 @@ class DenseCrf {
   int labels_;
   int lp_;
   bool has_unary_ = false;
-  std::vector<float> neg_u_;  // n * lp
+  WsArray<float> neg_u_;  // n * lp
   std::vector<std::unique_ptr<Kernel>> kernels_;
-  std::vector<std::vector<float>> bufs_;  // 2 per kernel: (m+1) * lp
+  std::vector<wvec<float>> bufs_;  // 2 per kernel: (m+1) * lp
   std::vector<int> cur_;                  // which of the 2 holds the filtered values
 };
 

@@ -14,6 +14,7 @@ void splat_rows_v(const Lattice& lat, const float* __restrict q, float* __restri
     for (int i = 0; i < NV; ++i) acc[i] = v4_set1(0.0f);
     const int64_t e = st[v + 1];
     for (int64_t k = st[v]; k < e; ++k) {
+      __builtin_prefetch(q + (int64_t)csr[k + 12].pixel * LP);  // csr has 16 padding entries at the end
       const v4f w = v4_set1(csr[k].w);
       const float* src = q + (int64_t)csr[k].pixel * LP;
       for (int i = 0; i < NV; ++i) acc[i] += w * v4_load(src + VW * i);
@@ -92,13 +93,13 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
     }
     v4f mx = t[0];
     for (int i = 1; i < NV; ++i) mx = v4_max(mx, t[i]);
-    const v4f vmx = v4_set1(v4_hmax(mx));
+    const v4f vmx = v4_allmax(mx);
     v4f s = v4_set1(0.0f);
     for (int i = 0; i < NV; ++i) {
       t[i] = v4_exp_nonpos(t[i] - vmx);
       s += t[i];
     }
-    const v4f inv = v4_set1(1.0f / v4_hsum(s));
+    const v4f inv = 1.0f / v4_allsum(s);
     if (out_lm) {
       float tf[LP];
       for (int i = 0; i < NV; ++i) v4_store(tf + VW * i, t[i] * inv);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/workspace.h"
 #include "crf/lattice.h"
 
 namespace pyseg {
@@ -17,7 +18,7 @@ class KeyTable {
 
   int size() const { return size_; }
   const int32_t* key(int i) const { return keys_.data() + (int64_t)i * d_; }
-  const std::vector<int32_t>& keys() const { return keys_; }
+  const wvec<int32_t>& keys() const { return keys_; }
 
   // Index of `key`, inserting it when new.
   int find_or_insert(const int32_t* key) {
@@ -65,8 +66,8 @@ class KeyTable {
   }
   int d_;
   int size_ = 0;
-  std::vector<int32_t> slots_;
-  std::vector<int32_t> keys_;
+  wvec<int32_t> slots_;
+  wvec<int32_t> keys_;
 };
 
 }  // namespace cpu

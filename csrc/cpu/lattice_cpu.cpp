@@ -31,17 +31,42 @@ struct ArrayFeat {
     for (int i = 0; i < d; ++i) out[i] = f[(int64_t)i * n + p];
   }
 };
+// Image features through lookup tables of the exact quotients (x / sx, y / sy, value / s): the same floats as
+// crf::gaussian_features / bilateral_features without a division per pixel.
+struct ImageTables {
+  std::vector<float> fx, fy, fc[3];
+  ImageTables(int64_t n, int width, float sx, float sy, const float* sc) {
+    const int height = (int)((n + width - 1) / width);
+    fx.resize(width);
+    fy.resize(height);
+    for (int x = 0; x < width; ++x) fx[x] = (float)x / sx;
+    for (int y = 0; y < height; ++y) fy[y] = (float)y / sy;
+    if (sc)
+      for (int c = 0; c < 3; ++c) {
+        fc[c].resize(256);
+        for (int v = 0; v < 256; ++v) fc[c][v] = (float)v / sc[c];
+      }
+  }
+};
 struct GaussFeat {
-  GaussianImageFeatures g;
+  const ImageTables* t;
+  int width;
   void operator()(int64_t p, float* out) const {
-    crf::gaussian_features((int)(p % g.width), (int)(p / g.width), g.sx, g.sy, out);
+    out[0] = t->fx[p % width];
+    out[1] = t->fy[p / width];
   }
 };
 struct BilatFeat {
-  BilateralImageFeatures b;
+  const ImageTables* t;
+  int width;
+  const uint8_t* rgb;
   void operator()(int64_t p, float* out) const {
-    crf::bilateral_features((int)(p % b.width), (int)(p / b.width), b.rgb + 3 * p, b.sx, b.sy, b.sr, b.sg, b.sb,
-                            out);
+    out[0] = t->fx[p % width];
+    out[1] = t->fy[p / width];
+    const uint8_t* c = rgb + 3 * p;
+    out[2] = t->fc[0][c[0]];
+    out[3] = t->fc[1][c[1]];
+    out[4] = t->fc[2][c[2]];
   }
 };
 
@@ -124,7 +149,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
 
   // 2) merge the chunk tables (vertex numbering depends on the chunking; results do not).
   KeyTable<D> table(d, local.size() == 1 ? 64 : local[0].size() * 2);
-  std::vector<std::vector<int32_t>> remap(nchunks);
+  std::vector<wvec<int32_t>> remap(nchunks);
   if (nchunks == 1) {
     table = std::move(local[0]);
   } else {
@@ -142,7 +167,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   lat.m = m;
 
   // 3) CSR transpose (vertex -> entries in ascending point order), counted per chunk for a parallel fill.
-  std::vector<int64_t> pos((size_t)nchunks * m, 0);
+  wvec<int64_t> pos((size_t)nchunks * m, 0);
   ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
     int64_t* cnt = pos.data() + (size_t)c * m;
     for (int64_t i = b * d1; i < e * d1; ++i) ++cnt[lat.offsets[i]];
@@ -159,7 +184,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     }
   }
   lat.csr_start[m] = run;
-  lat.csr.resize(run);
+  lat.csr.assign(run + 16, CsrEntry{0, 0.0f});  // 16 spare entries: the splat prefetches ahead
   ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
     int64_t* at = pos.data() + (size_t)c * m;
     for (int64_t p = b; p < e; ++p)
@@ -168,7 +193,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
         lat.csr[at[lat.offsets[i]]++] = CsrEntry{(int32_t)p, lat.bary[i]};
       }
   });
-  std::vector<int64_t>().swap(pos);
+  wvec<int64_t>().swap(pos);
 
   // 4) blur neighbours.
   lat.nbr.assign((size_t)d1 * m * 2, m);
@@ -189,7 +214,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   // 5) normalisation: norm = filter(ones) (alpha included), as the reference computes it.
   const float alpha = crf::lattice_alpha(d);
   lat.post.assign(n, alpha);
-  std::vector<float> va(m + 1, 0.0f), vb(m + 1, 0.0f);
+  wvec<float> va(m + 1, 0.0f), vb(m + 1, 0.0f);
   ex.parallel_for(m, [&](int64_t b, int64_t e) {
     for (int64_t v = b; v < e; ++v) {
       float s = 0.0f;
@@ -201,7 +226,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     ex.parallel_for(m, [&](int64_t b, int64_t e) { blur_rows(lat, j, va.data(), vb.data(), 1, b, e); });
     va.swap(vb);
   }
-  std::vector<float> pre;
+  wvec<float> pre;
   if (normalization == crf::NORMALIZE_SYMMETRIC || normalization == crf::NORMALIZE_BEFORE) pre.resize(n);
   ex.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p) {
@@ -220,7 +245,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     }
   });
   if (!pre.empty()) {
-    ex.parallel_for((int64_t)lat.csr.size(), [&](int64_t b, int64_t e) {
+    ex.parallel_for(lat.csr_start[m], [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) lat.csr[k].w *= pre[lat.csr[k].pixel];
     });
   }
@@ -248,10 +273,13 @@ void build_lattice(Lattice& lat, const ArrayFeatures& feat, int normalization, E
   dispatch_build(lat, feat.d, feat.n, ArrayFeat{feat.f, feat.n, feat.d}, normalization, ex);
 }
 void build_lattice(Lattice& lat, int64_t n, const GaussianImageFeatures& feat, int normalization, Executor& ex) {
-  build_impl<2>(lat, 2, n, GaussFeat{feat}, normalization, ex);
+  const ImageTables t(n, feat.width, feat.sx, feat.sy, nullptr);
+  build_impl<2>(lat, 2, n, GaussFeat{&t, feat.width}, normalization, ex);
 }
 void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, int normalization, Executor& ex) {
-  build_impl<5>(lat, 5, n, BilatFeat{feat}, normalization, ex);
+  const float sc[3] = {feat.sr, feat.sg, feat.sb};
+  const ImageTables t(n, feat.width, feat.sx, feat.sy, sc);
+  build_impl<5>(lat, 5, n, BilatFeat{&t, feat.width, feat.rgb}, normalization, ex);
 }
 
 void splat_rows(const Lattice& lat, const float* q, int lp, float* values, int64_t vb, int64_t ve) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu/thread_pool.h"
+#include "cpu/workspace.h"
 
 namespace pyseg {
 namespace cpu {
@@ -26,12 +27,12 @@ struct Lattice {
   int d = 0;
   int64_t n = 0;
   int m = 0;  // vertices
-  std::vector<int32_t> offsets;
-  std::vector<float> bary;
-  std::vector<int64_t> csr_start;
-  std::vector<CsrEntry> csr;
-  std::vector<int32_t> nbr;
-  std::vector<float> post;
+  wvec<int32_t> offsets;
+  wvec<float> bary;
+  wvec<int64_t> csr_start;
+  wvec<CsrEntry> csr;
+  wvec<int32_t> nbr;
+  wvec<float> post;
 };
 
 // Feature sources.

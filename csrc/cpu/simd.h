@@ -10,6 +10,11 @@
 #endif
 
 constexpr int VW = PYSEG_VW;
+#if PYSEG_VW == 8
+#define PYSEG_VW_TAIL(a, b, c, d) , a, b, c, d
+#else
+#define PYSEG_VW_TAIL(a, b, c, d)
+#endif
 typedef float v4f __attribute__((vector_size(4 * PYSEG_VW)));
 typedef int32_t v4i __attribute__((vector_size(4 * PYSEG_VW)));
 
@@ -21,15 +26,22 @@ static inline v4f v4_load(const float* p) {
 static inline void v4_store(float* p, v4f v) { std::memcpy(p, &v, sizeof(v)); }
 static inline v4f v4_set1(float x) { return x - v4f{}; }
 static inline v4f v4_max(v4f a, v4f b) { return a > b ? a : b; }
-static inline float v4_hmax(v4f v) {
-  float m = v[0];
-  for (int i = 1; i < VW; ++i) m = v[i] > m ? v[i] : m;
-  return m;
+// Horizontal max / sum, broadcast to every lane (log2(VW) shuffle steps, a fixed order).
+static inline v4f v4_allmax(v4f v) {
+#if PYSEG_VW == 8
+  v = v4_max(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+#endif
+  v = v4_max(v, __builtin_shufflevector(v, v, 2, 3, 0, 1 PYSEG_VW_TAIL(6, 7, 4, 5)));
+  v = v4_max(v, __builtin_shufflevector(v, v, 1, 0, 3, 2 PYSEG_VW_TAIL(5, 4, 7, 6)));
+  return v;
 }
-static inline float v4_hsum(v4f v) {
-  float s = 0.0f;
-  for (int i = 0; i < VW; ++i) s += v[i];
-  return s;
+static inline v4f v4_allsum(v4f v) {
+#if PYSEG_VW == 8
+  v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+#endif
+  v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1 PYSEG_VW_TAIL(6, 7, 4, 5));
+  v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2 PYSEG_VW_TAIL(5, 4, 7, 6));
+  return v;
 }
 
 // Lane-wise crf::fast_exp_nonpos.

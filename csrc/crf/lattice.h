@@ -59,8 +59,12 @@ PYSEG_HD PYSEG_INLINE bool lattice_point(int d_runtime, const float* f, const La
       continue;
     }
     const float v = down_factor * e;
-    const float up = ceilf(v) * up_factor;
-    const float down = floorf(v) * up_factor;
+    // floor/ceil without libm calls (|v| < 2^24, so the int conversion is exact); same values as floorf/ceilf.
+    float fl = (float)(int)v;
+    fl = fl > v ? fl - 1.0f : fl;
+    const float cl = fl < v ? fl + 1.0f : fl;
+    const float up = cl * up_factor;
+    const float down = fl * up_factor;
     const int r0 = (up - e < e - down) ? (int)up : (int)down;  // ties go down, as in the reference
     rem0[i] = r0;
     sum += r0;
