@@ -275,6 +275,24 @@ def test_backend_rejects_non_cuda_inputs():
         dense_crf_cuda(probs, image, params={"gaussian_sxy": 3})
 
 
+def test_probability_value_check():
+    torch = pytest.importorskip("torch")
+    from pyseg.crf.cuda_backend import check_probability_values
+
+    p = torch.from_numpy(random_probs(np.random.default_rng(0), 2, 3, 5, 6))
+    check_probability_values(p)
+    bad = p.clone()
+    bad[1, 0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        check_probability_values(bad)
+    bad = p.clone()
+    bad[0, :, 0, 0] = torch.tensor([1.5, -0.25, -0.25])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        check_probability_values(bad)
+    with pytest.raises(ValueError, match="sum to 1"):
+        check_probability_values(p * 0.9)
+
+
 def test_backend_reports_missing_module(monkeypatch):
     from pyseg.crf import cuda_backend
 
@@ -419,6 +437,11 @@ def test_cuda_bad_inputs():
         dense_crf_cuda(p[:0], im[:0])
     with pytest.raises(ValueError, match="too small"):
         dense_crf_cuda(p, im, CRFParams(1e-6, 3.0, 80.0, 13.0, 10.0, 1))
+    with pytest.raises(ValueError, match="sum to 1"):
+        dense_crf_cuda(p * 0.5, im, check_values=True)
+    nan = p.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    assert torch.isnan(dense_crf_cuda(nan, im, iterations=2)).any()  # unchecked: NaN shows, never a finite lie
     if torch.cuda.device_count() > 1:
         with pytest.raises(ValueError, match="same device"):
             dense_crf_cuda(p, im.to("cuda:1"))

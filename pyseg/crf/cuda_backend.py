@@ -85,8 +85,32 @@ def _check_params(params, iterations):
     return params, iterations
 
 
+def check_probability_values(probs, sum_tol: float = 1e-3) -> None:
+    """ValueError unless probs (B, L, H, W) are finite, in [0, 1] and sum to 1 (within sum_tol) per pixel.
+
+    One reduction on the GPU and one host synchronisation (a few tensor-sized passes): the CUDA CRF does
+    not run it unless asked (``check_values=True``).
+    """
+    import torch
+
+    finite = torch.isfinite(probs).all()
+    in_range = ((probs >= 0) & (probs <= 1)).all()
+    sums = probs.sum(dim=1, dtype=torch.float32)
+    normalised = ((sums - 1).abs() <= sum_tol).all()
+    flags = torch.stack([finite, in_range, normalised]).cpu().tolist()
+    if not flags[0]:
+        raise ValueError("probs contain NaN or Inf")
+    if not flags[1]:
+        raise ValueError(f"probs must be in [0, 1], got values in [{probs.min().item():.4g}, "
+                         f"{probs.max().item():.4g}]")
+    if not flags[2]:
+        worst = (sums - 1).abs().max().item()
+        raise ValueError(f"probs must sum to 1 over the label axis (within {sum_tol}), worst pixel is off by "
+                         f"{worst:.4g}")
+
+
 def dense_crf_cuda(probs, image, params: CRFParams | None = None, iterations: int | None = None,
-                   deterministic: bool = True):
+                   deterministic: bool = True, check_values: bool = False):
     """Mean-field dense CRF of a batch on the GPU.
 
     probs: torch float32 CUDA tensor (B, L, H, W) (or (L, H, W)) of probabilities; image: torch uint8 CUDA
@@ -94,7 +118,8 @@ def dense_crf_cuda(probs, image, params: CRFParams | None = None, iterations: in
     probs' shape on that device: Q after ``iterations`` (default ``params.iterations``) mean-field steps
     with a Gaussian and a bilateral Potts kernel, both symmetrically normalised (as pydensecrf). Runs on the
     current CUDA stream and returns without waiting for the GPU. Values are not inspected here (that would
-    need a host synchronisation): ``pyseg.crf.dense_crf`` checks them before calling this.
+    need a host synchronisation) unless ``check_values`` is set.
+    ``check_values=True`` runs :func:`check_probability_values` first (one host synchronisation).
     ``deterministic`` is accepted for API symmetry: this backend is always bitwise reproducible.
     """
     try:
@@ -119,6 +144,8 @@ def dense_crf_cuda(probs, image, params: CRFParams | None = None, iterations: in
     if b < 1 or n_labels < 1 or h < 1 or w < 1:
         raise ValueError(f"probs must be non-empty with at least 1 label, got shape {tuple(p4.shape)}")
     mod = load_module()
+    if check_values:
+        check_probability_values(p4)
     p4 = p4.contiguous()
     i4 = i4.contiguous()
     device = p4.device
