@@ -107,12 +107,23 @@ def main(argv=None) -> int:
 
         device = resolve_device(cfg.train.device, info.local_rank)
         info = D.init_distributed(cfg.train.dist_backend, device.type)
-        run_dir = choose_run_dir(out, cfg.name, args.resume) if info.is_main else None
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"pyseg-train: error: {e}", file=sys.stderr)
         D.cleanup_distributed()
         return 2
-    run_dir = Path(D.broadcast_object(str(run_dir)))
+    run_dir, error = None, None
+    if info.is_main:
+        try:
+            run_dir = str(choose_run_dir(out, cfg.name, args.resume))
+        except ValueError as e:
+            error = str(e)
+    run_dir, error = D.broadcast_object((run_dir, error))  # every rank learns the folder, or the error
+    if error is not None:
+        if info.is_main:
+            print(f"pyseg-train: error: {error}", file=sys.stderr)
+        D.cleanup_distributed()
+        return 2
+    run_dir = Path(run_dir)
     cfg.train.output_dir = str(run_dir)
     from pyseg.training.engine import fit
 

@@ -195,6 +195,8 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
     stopper = EarlyStopping(cfg.early_stopping.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
     files = RunFiles(run_dir, class_names, enabled=info.is_main, tensorboard=cfg.train.tensorboard)
 
+    if info.is_main:
+        files.start(cfg)
     start_epoch, best_miou, history, lr_log = 0, -math.inf, [], []
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
@@ -207,11 +209,14 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
         stopper.load_state_dict(ckpt.get("early_stopping") or {})
         history, lr_log = files.load_history(start_epoch)
         rng = ckpt["rng"]
-        set_rng_state(rng[info.rank] if isinstance(rng, list) else rng)
+        if isinstance(rng, list):  # saved by a DDP run: one entry per rank
+            if len(rng) != info.world_size:
+                log.warning("checkpoint has RNG states of %d ranks, this run has %d: the random streams will "
+                            "differ from an uninterrupted run", len(rng), info.world_size)
+            rng = rng[info.rank % len(rng)]
+        set_rng_state(rng)
         log.info("resumed from %s at epoch %d (best mIoU %.4f)", run_dir / "checkpoints" / "last.pt",
                  start_epoch, best_miou)
-    if info.is_main:
-        files.start(cfg)
 
     ckpt_base = {"model_name": cfg.model.name, "model_kwargs": build.checkpoint_model_kwargs(cfg.model.kwargs),
                  "num_classes": num_classes, "class_names": class_names, "config": cfg.to_dict()}
