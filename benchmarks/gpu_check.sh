@@ -15,6 +15,7 @@ LOG=${OUT:-$ROOT/build/gpucheck/out}
 mkdir -p "$LOG" build/gpucheck
 exec > >(tee "$LOG/gpu_check.log") 2>&1
 PY=${PYTHON:-python3}
+command -v nvcc > /dev/null || export PATH=/usr/local/cuda/bin:$PATH
 ARCH=${PYSEG_CUDA_ARCHITECTURES:-90}
 export PYTHONUNBUFFERED=1
 if [ -z "${PYSEG_SHARED_DATA:-}" ] && [ -d "$ROOT/build/gpucheck/data/crf_examples" ]; then
