@@ -391,9 +391,10 @@ def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = 
                 x = preprocess([images[i] for i in idx], input_size, device)
                 for i, p in zip(idx, forward_probs(model, x, [sizes[i] for i in idx], tta, num_classes)):
                     probs_t[i] = p
-            if crf_dev == "cuda":
-                imgs_t = [torch.from_numpy(np.array(im)).to(device) for im in images]
-                q = run_crf_grouped([p.to(device) for p in probs_t], imgs_t, crf, "cuda", num_threads)
+            if crf_dev == "cuda":  # on the GPU, in line (the model may be on the CPU)
+                cdev = device if str(device).startswith("cuda") else torch.device("cuda")
+                imgs_t = [torch.from_numpy(np.array(im)).to(cdev) for im in images]
+                q = run_crf_grouped([p.to(cdev) for p in probs_t], imgs_t, crf, "cuda", num_threads)
                 probs = [p.cpu().numpy() for p in probs_t]
                 yield from finish(items, probs, [t.cpu().numpy() for t in q])
                 continue
