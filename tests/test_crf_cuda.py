@@ -130,6 +130,18 @@ def test_emulated_pipeline_matches_reference(emulator, preset, iterations):
         assert pieces >= m
 
 
+@pytest.mark.parametrize("n_labels", [1, 2, 33, 37])
+def test_emulated_label_counts(emulator, n_labels):
+    # 1..32 labels keep a pixel's row in registers (Update<G>), more use the generic in-memory row.
+    rng = np.random.default_rng(n_labels)
+    h, w = 13, 18
+    image = smooth_image(rng, h, w)
+    probs = random_probs(rng, 1, n_labels, h, w)
+    params = CRFParams.preset("krahenbuhl")
+    out, _ = run_emulator(emulator, probs, image[None], params, 3)
+    assert np.abs(out[0] - ref.dense_crf_reference(probs[0], image, params, 3)).max() < 1e-5
+
+
 def test_emulated_natural_image_and_labels_not_multiple_of_4(emulator, shared_data):
     rng = np.random.default_rng(11)
     image = natural_crop(shared_data, "im1.png", 90, 150, 36, 48)
