@@ -297,3 +297,13 @@ def test_cuda_model_and_crf_agree_with_cpu():
         assert (a.pred == b.pred).mean() > 0.99  # cuDNN vs CPU convolutions: near-ties may flip
         assert (a.pred_crf == b.pred_crf).mean() > 0.98
         np.testing.assert_allclose(a.probs, b.probs, atol=2e-2)  # the lattices agree, not bit for bit
+
+
+@pytest.mark.cuda
+def test_cpu_model_with_cuda_crf():
+    from pyseg.crf.params import CRFParams
+
+    ds = TinyDataset(n=3, sizes=((24, 32), (20, 20)))
+    res = list(P.predict_dataset(tiny_model(), ds, input_size=16, crf=CRFParams(), crf_device="cuda"))
+    assert [r.image_id for r in res] == ds.image_ids
+    assert all(r.pred_crf.shape == it["image"].shape[:2] for r, it in zip(res, ds.items))
