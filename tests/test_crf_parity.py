@@ -400,3 +400,42 @@ def test_crf_examples_match_out_png(shared_data, name):
     expected = np.where(known, idx, -1)
     agree = float((pred == expected).mean())
     assert agree >= 0.995, f"crf_examples {name}: {agree:.4%} of pixels equal to out{name}.png (need >= 99.5%)"
+
+
+@pytest.mark.slow
+@pytest.mark.pydensecrf
+@pytest.mark.data
+@pytest.mark.parametrize("preset", ["krahenbuhl", "deeplab"])
+def test_dense_crf_camvid_full_image(pdcrf, shared_data, preset):
+    """A full 480x360 CamVid frame, 11 classes, probabilities from a blurred, noisy ground truth, 10 iterations."""
+    from pydensecrf.utils import unary_from_softmax
+
+    from PIL import Image
+
+    root = shared_data / "camvid"
+    name = sorted(p.name for p in (root / "val").glob("*.png"))[0]
+    img = load_rgb(root / "val" / name)
+    gt = np.asarray(Image.open(root / "valannot" / name))
+    h, w = gt.shape
+    n_labels = 11
+    rng = np.random.default_rng(0)
+    onehot = np.stack([(gt == c) for c in range(n_labels)]).astype(np.float64)
+    # a coarse, shifted, noisy version of the labels: what a network outputs, roughly
+    coarse = onehot[:, ::8, ::8].repeat(8, 1).repeat(8, 2)[:, :h, :w]
+    coarse = np.roll(coarse, (5, -7), axis=(1, 2))
+    logits = 3.0 * coarse + rng.normal(0, 1.0, coarse.shape)
+    probs = np.exp(logits - logits.max(0))
+    probs = (probs / probs.sum(0)).astype(np.float32)
+    p = CRFParams.preset(preset).replace(iterations=10)
+    d = pdcrf.DenseCRF2D(w, h, n_labels)
+    d.setUnaryEnergy(unary_from_softmax(probs))
+    d.addPairwiseGaussian(sxy=p.gaussian_sxy, compat=p.gaussian_compat)
+    d.addPairwiseBilateral(sxy=p.bilateral_sxy, srgb=p.bilateral_srgb, rgbim=img, compat=p.bilateral_compat)
+    ref = np.array(d.inference(p.iterations))
+    got = dcrf.dense_crf(probs, img, p)
+    assert_parity(got.reshape(n_labels, -1), ref, f"CamVid {name} {preset}")
+    # the CRF should help on this input, as it does for real networks
+    valid = gt < n_labels
+    acc_before = float((probs.argmax(0) == gt)[valid].mean())
+    acc_after = float((got.argmax(0) == gt)[valid].mean())
+    assert acc_after > acc_before, f"CRF did not improve pixel accuracy: {acc_before:.4f} -> {acc_after:.4f}"
