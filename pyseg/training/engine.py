@@ -245,7 +245,8 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
         row = {"epoch": epoch + 1, "train_loss": train["loss"], "val_loss": val["loss"], "val_miou": val["miou"],
                "val_miou_per_image": val["miou_per_image"], "val_pixel_acc": val["pixel_acc"],
                "train_miou": train["miou"], "train_pixel_acc": train["pixel_acc"],
-               "lr": lr_log[-1][-1] if lr_log else optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0}
+               "lr": lr_log[-1][-1] if lr_log else optimizer.param_groups[-1]["lr"],
+               "seconds": time.perf_counter() - t0}
         history.append(row)
         improved = math.isfinite(val["miou"]) and val["miou"] > best_miou
         best_miou = max(best_miou, val["miou"]) if math.isfinite(val["miou"]) else best_miou
