@@ -186,10 +186,13 @@ def decode_prediction_string(s: str, size: int | None = None, num_classes: int |
         tok_len = np.bincount(t, minlength=n_tok)
         if tok_len.max() > _MAX_TOKEN_DIGITS:
             raise ValueError(f"PredictionString has a value with more than {_MAX_TOKEN_DIGITS} digits")
-        tok_start = idx[np.searchsorted(t, np.arange(n_tok))]
-        power = tok_len[t] - 1 - (idx - tok_start[t])
-        out = np.zeros(n_tok, dtype=np.int64)
-        np.add.at(out, t, d[idx] * (10 ** power))
+        if tok_len.max() == 1:  # every id is one digit (fewer than 11 classes): the digits are the ids
+            out = d[idx]
+        else:
+            tok_start = idx[np.searchsorted(t, np.arange(n_tok))]
+            power = tok_len[t] - 1 - (idx - tok_start[t])
+            # float64 sums are exact here: values < 10**9 < 2**53
+            out = np.bincount(t, weights=d[idx] * (10.0 ** power), minlength=n_tok).round().astype(np.int64)
     if num_classes is not None and out.size and int(out.max()) >= num_classes:
         raise ValueError(f"PredictionString has class id {int(out.max())}, expected ids in [0, {num_classes})")
     return out.reshape(size, size) if size is not None else out
