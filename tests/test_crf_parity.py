@@ -439,3 +439,24 @@ def test_dense_crf_camvid_full_image(pdcrf, shared_data, preset):
     acc_before = float((probs.argmax(0) == gt)[valid].mean())
     acc_after = float((got.argmax(0) == gt)[valid].mean())
     assert acc_after > acc_before, f"CRF did not improve pixel accuracy: {acc_before:.4f} -> {acc_after:.4f}"
+
+
+@pytest.mark.pydensecrf
+@pytest.mark.parametrize("n_labels", [2, 4])
+def test_dense_crf_hard_labels(pdcrf, n_labels):
+    """One-hot probabilities (exact zeros, clipped to 1e-5 as unary_from_softmax does) and a tied pixel."""
+    from pydensecrf.utils import unary_from_softmax
+
+    h, w = 30, 40
+    img = smooth_image(h, w, seed=12)
+    lab = (np.add.outer(np.arange(h) // 7, np.arange(w) // 9)) % n_labels
+    probs = (lab[None] == np.arange(n_labels)[:, None, None]).astype(np.float32)
+    probs[:, 0, 0] = 1.0 / n_labels  # a pixel with all labels tied
+    d = pdcrf.DenseCRF2D(w, h, n_labels)
+    d.setUnaryEnergy(unary_from_softmax(probs))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=img, compat=10)
+    for it in (0, 5):
+        ref = np.array(d.inference(it))
+        got = dcrf.dense_crf(probs, img, iterations=it)
+        assert_parity(got.reshape(n_labels, -1), ref, f"one-hot probs, {it} it")
