@@ -85,10 +85,10 @@ def test_fit_writes_run_files(tmp_path):
     # 22 images, batch 4, drop_last -> 5 steps per epoch; LR curve: warmup 0, 1/3, 2/3 then x0.9 per step
     lr = _rows(run / "lr.csv")
     assert len(lr) == 15
-    head = [float(r["lr_group1"]) for r in lr]
+    head = [float(r["lr_head"]) for r in lr]
     expected = [0.01 * s / 3 if s < 3 else 0.01 * 0.9 ** (s - 3) for s in range(15)]
     assert head == pytest.approx(expected, rel=1e-9, abs=1e-15)
-    assert float(lr[5]["lr_group0"]) == pytest.approx(0.001 * 0.9 ** 2)  # backbone at its own LR
+    assert float(lr[5]["lr_backbone"]) == pytest.approx(0.001 * 0.9 ** 2)  # backbone at its own LR
     assert float(rows[-1]["lr"]) == pytest.approx(head[-1])
     per_class = _rows(run / "best_per_class_iou.csv")
     assert [r["class_name"] for r in per_class] == Shapes.class_names

@@ -193,7 +193,8 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch * cfg.train.epochs)
     amp_dtype, scaler = _amp_setup(cfg.train.amp, device)
     stopper = EarlyStopping(cfg.early_stopping.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
-    files = RunFiles(run_dir, class_names, enabled=info.is_main, tensorboard=cfg.train.tensorboard)
+    files = RunFiles(run_dir, class_names, enabled=info.is_main, tensorboard=cfg.train.tensorboard,
+                     lr_names=[g.get("name", f"group{i}") for i, g in enumerate(optimizer.param_groups)])
 
     if info.is_main:
         files.start(cfg)

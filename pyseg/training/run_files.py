@@ -5,7 +5,7 @@
     run_dir/
       config.yaml               resolved config
       metrics.csv               one row per epoch (METRIC_COLUMNS)
-      lr.csv                    epoch, step, lr of each parameter group (one row per optimizer step)
+      lr.csv                    epoch, step, lr_<group> (backbone, head) per optimizer step
       best_per_class_iou.csv    class_id, class_name, iou of the best epoch (by val mIoU)
       checkpoints/last.pt       after every epoch (resume point)
       checkpoints/best.pt       the epoch with the best val mIoU
@@ -68,9 +68,11 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
 class RunFiles:
     """Writes the run directory; every method is a no-op when ``enabled`` is False (non-zero ranks)."""
 
-    def __init__(self, run_dir, class_names: list[str], enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir, class_names: list[str], enabled: bool = True, tensorboard: bool = True,
+                 lr_names: list[str] | None = None):
         self.dir = Path(run_dir)
         self.class_names = list(class_names)
+        self.lr_names = list(lr_names) if lr_names else None  # parameter-group names for the lr.csv header
         self.enabled = enabled
         self.want_tb = tensorboard
         self.tb = None
@@ -115,8 +117,9 @@ class RunFiles:
                           csv_text(METRIC_COLUMNS, [[r.get(c, float("nan")) for c in METRIC_COLUMNS]
                                                     for r in history]))
         n_groups = len(lr_log[0]) - 2 if lr_log else 0
-        atomic_write_text(self.dir / "lr.csv",
-                          csv_text(["epoch", "step"] + [f"lr_group{i}" for i in range(n_groups)], lr_log))
+        names = self.lr_names if self.lr_names and len(self.lr_names) == n_groups else \
+            [f"group{i}" for i in range(n_groups)]
+        atomic_write_text(self.dir / "lr.csv", csv_text(["epoch", "step"] + [f"lr_{n}" for n in names], lr_log))
         atomic_torch_save(ckpt, self.dir / "checkpoints" / "last.pt")
         if improved:
             atomic_torch_save(ckpt, self.dir / "checkpoints" / "best.pt")
