@@ -100,7 +100,19 @@ def worker_memory(args) -> None:
         run_pydensecrf(probs, img, preset, iterations)
     else:
         run_pyseg(probs, img, preset, iterations, threads)
-    print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+    print(json.dumps({"peak_mib": peak_rss_mib()}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM; ru_maxrss would include the parent's peak at fork time)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def peak_memory(size, n_labels, preset, impl, threads, iterations) -> float | None:

@@ -250,7 +250,7 @@ def test_baseline_isa_matches_best_isa():
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         inp = os.path.join(tmp, "in.npz")
-        np.savez(inp, p=probs(11, 40, 50, seed=9), i=image(40, 50, seed=9))
+        np.savez(inp, p=probs(16, 40, 50, seed=9), i=image(40, 50, seed=9))
         for isa in ("sse2", ""):
             env = dict(os.environ, PYSEG_CPU_ISA=isa)
             out = os.path.join(tmp, f"out{isa}.npy")

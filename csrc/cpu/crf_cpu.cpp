@@ -38,7 +38,7 @@ void check_compat(const CompatSpec& c, int labels) {
 }  // namespace
 
 DenseCrf::DenseCrf(int64_t n, int labels)
-    : ks_(&best_kernels()), n_(n), labels_(labels), lp_((labels + ks_->vw - 1) / ks_->vw * ks_->vw) {
+    : ks_(&kernels_for_labels(labels)), n_(n), labels_(labels), lp_((labels + ks_->vw - 1) / ks_->vw * ks_->vw) {
   if (n < 1) throw std::invalid_argument("the CRF needs at least one point, got " + std::to_string(n));
   if (labels < 1) throw std::invalid_argument("the CRF needs at least one label, got " + std::to_string(labels));
   if (n > (int64_t)1 << 31) throw std::invalid_argument("too many points: " + std::to_string(n));

@@ -35,5 +35,13 @@ const KernelSet& best_kernels() {
   return *best;
 }
 
+const KernelSet& kernels_for_labels(int labels) {
+  const KernelSet& best = best_kernels();
+  // Wider vectors only when they need no more label padding (e.g. 11 labels: 12 lanes with SSE2, 16 with
+  // AVX2; the extra lanes cost memory traffic and memory for nothing).
+  if (best.vw > 4 && (labels + best.vw - 1) / best.vw * best.vw > (labels + 3) / 4 * 4) return kernels_sse2();
+  return best;
+}
+
 }  // namespace cpu
 }  // namespace pyseg

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -9,6 +10,23 @@
 
 #include "cpu/key_table.h"
 #include "crf/lattice.h"
+
+#ifdef PYSEG_PROFILE
+#include <cstdio>
+#include <ctime>
+#define PYSEG_TICK(name)                                             \
+  do {                                                               \
+    timespec ts_;                                                    \
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts_);                    \
+    const double now_ = ts_.tv_sec * 1e3 + ts_.tv_nsec * 1e-6;       \
+    std::fprintf(stderr, "  d=%d %-10s %.2f ms\n", d, name, now_ - prof_t); \
+    prof_t = now_;                                                   \
+  } while (0)
+#else
+#define PYSEG_TICK(name) \
+  do {                   \
+  } while (0)
+#endif
 
 namespace pyseg {
 namespace cpu {
@@ -92,6 +110,10 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   lat.offsets.assign(n * d1, 0);
   lat.bary.assign(n * d1, 0.0f);
   const crf::LatticeScales sc = crf::make_lattice_scales(d);
+#ifdef PYSEG_PROFILE
+  double prof_t = 0;
+  PYSEG_TICK("start");
+#endif
 
   const int nchunks = (int)std::max<int64_t>(1, std::min<int64_t>(ex.threads(), n / kMinPointsPerChunk));
   std::vector<KeyTable<D>> local;
@@ -105,6 +127,9 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     KeyTable<D>& tab = local[c];
     float f[Scratch<D>::kSize];
     int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize], key[Scratch<D>::kSize];
+    int prev2_rem0[Scratch<D>::kSize], prev2_rank[Scratch<D>::kSize], ids2[Scratch<D>::kSize];
+    bool have_prev2 = false;
+    for (int i = 0; i < Scratch<D>::kSize; ++i) prev_rem0[i] = prev_rank[i] = prev2_rem0[i] = prev2_rank[i] = 0;
     float bary[Scratch<D>::kSize + 1];
     bool have_prev = false;
     for (int64_t p = b; p < e; ++p) {
@@ -115,25 +140,31 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       }
       float* bo = lat.bary.data() + p * d1;
       for (int r = 0; r < d1; ++r) bo[r] = bary[r];
-      bool same = have_prev;
-      if (same) {
-        for (int i = 0; i < d1; ++i) {
-          if (rem0[i] != prev_rem0[i] || rank[i] != prev_rank[i]) {
-            same = false;
-            break;
-          }
-        }
+      // Two-entry simplex cache: along a row, points often alternate between two simplices.
+      int diff0 = have_prev ? 0 : 1, diff1 = have_prev2 ? 0 : 1;
+      for (int i = 0; i < d1; ++i) {
+        diff0 |= (rem0[i] ^ prev_rem0[i]) | (rank[i] ^ prev_rank[i]);
+        diff1 |= (rem0[i] ^ prev2_rem0[i]) | (rank[i] ^ prev2_rank[i]);
       }
-      if (!same) {
-        for (int r = 0; r < d1; ++r) {
-          crf::vertex_key<D>(d, rem0, rank, r, key);
-          ids[r] = tab.find_or_insert(key);
-        }
+      if (diff0 != 0) {
+        // Shift the cache: prev -> prev2, then prev <- this simplex (from prev2 on a hit, else looked up).
         for (int i = 0; i < d1; ++i) {
-          prev_rem0[i] = rem0[i];
-          prev_rank[i] = rank[i];
+          std::swap(prev_rem0[i], prev2_rem0[i]);
+          std::swap(prev_rank[i], prev2_rank[i]);
+          std::swap(ids[i], ids2[i]);
         }
-        have_prev = true;
+        std::swap(have_prev, have_prev2);
+        if (diff1 != 0) {
+          for (int r = 0; r < d1; ++r) {
+            crf::vertex_key<D>(d, rem0, rank, r, key);
+            ids[r] = tab.find_or_insert(key);
+          }
+          for (int i = 0; i < d1; ++i) {
+            prev_rem0[i] = rem0[i];
+            prev_rank[i] = rank[i];
+          }
+          have_prev = true;
+        }
       }
       int32_t* oo = lat.offsets.data() + p * d1;
       for (int r = 0; r < d1; ++r) oo[r] = ids[r];
@@ -147,6 +178,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     }
   }
 
+  PYSEG_TICK("points");
   // 2) merge the chunk tables (vertex numbering depends on the chunking; results do not).
   KeyTable<D> table(d, local.size() == 1 ? 64 : local[0].size() * 2);
   std::vector<wvec<int32_t>> remap(nchunks);
@@ -166,6 +198,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   const int m = table.size();
   lat.m = m;
 
+  PYSEG_TICK("merge");
   // 3) CSR transpose (vertex -> entries in ascending point order), counted per chunk for a parallel fill.
   wvec<int64_t> pos((size_t)nchunks * m, 0);
   ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
@@ -195,6 +228,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   });
   wvec<int64_t>().swap(pos);
 
+  PYSEG_TICK("csr");
   // 4) blur neighbours.
   lat.nbr.assign((size_t)d1 * m * 2, m);
   ex.parallel_for(m, [&](int64_t b, int64_t e) {
@@ -211,6 +245,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     }
   }, 2048);
 
+  PYSEG_TICK("neighbours");
   // 5) normalisation: norm = filter(ones) (alpha included), as the reference computes it.
   const float alpha = crf::lattice_alpha(d);
   lat.post.assign(n, alpha);
@@ -249,6 +284,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       for (int64_t k = b; k < e; ++k) lat.csr[k].w *= pre[lat.csr[k].pixel];
     });
   }
+  PYSEG_TICK("norm");
 }
 
 template <class Feat>

@@ -65,31 +65,32 @@ PYSEG_HD PYSEG_INLINE bool lattice_point(int d_runtime, const float* f, const La
     const float cl = fl < v ? fl + 1.0f : fl;
     const float up = cl * up_factor;
     const float down = fl * up_factor;
-    const int r0 = (up - e < e - down) ? (int)up : (int)down;  // ties go down, as in the reference
+    const float nearest = (up - e < e - down) ? up : down;  // ties go down, as in the reference
+    const int r0 = (int)nearest;
     rem0[i] = r0;
     sum += r0;
   }
   if (!ok) return false;
   sum /= (d + 1);  // exact: every rem0 is a multiple of d+1
-  for (int i = 0; i <= d; ++i) rank[i] = 0;
+  // Rank of each residual (branch-free: the comparisons are data dependent and mispredict).
+  float resid[(D > 0 ? D : kMaxDim) + 1];
+  for (int i = 0; i <= d; ++i) {
+    resid[i] = elevated[i] - (float)rem0[i];
+    rank[i] = 0;
+  }
   for (int i = 0; i < d; ++i) {
-    const float di = elevated[i] - (float)rem0[i];
+    const float di = resid[i];
     for (int j = i + 1; j <= d; ++j) {
-      if (di < elevated[j] - (float)rem0[j])
-        ++rank[i];
-      else
-        ++rank[j];
+      const int lt = di < resid[j] ? 1 : 0;
+      rank[i] += lt;
+      rank[j] += 1 - lt;
     }
   }
   for (int i = 0; i <= d; ++i) {
-    rank[i] += sum;
-    if (rank[i] < 0) {
-      rank[i] += d + 1;
-      rem0[i] += d + 1;
-    } else if (rank[i] > d) {
-      rank[i] -= d + 1;
-      rem0[i] -= d + 1;
-    }
+    const int rk = rank[i] + sum;
+    const int shift = rk < 0 ? (d + 1) : (rk > d ? -(d + 1) : 0);
+    rank[i] = rk + shift;
+    rem0[i] += shift;
   }
   for (int i = 0; i <= d + 1; ++i) bary[i] = 0.0f;
   for (int i = 0; i <= d; ++i) {
