@@ -193,52 +193,34 @@ void DenseCrf::add_bilateral(int width, int height, float sx, float sy, float sr
 }
 
 void DenseCrf::ensure_buffers() {
-  if (bufs_.size() == 2 * kernels_.size()) return;
-  bufs_.clear();
-  cur_.assign(kernels_.size(), 0);
-  for (auto& k : kernels_)
-    for (int i = 0; i < 2; ++i) bufs_.emplace_back((size_t)(k->lat.m + 1) * lp_, 0.0f);
+  if (vals_.size() == kernels_.size()) return;
+  vals_.clear();
+  int64_t max_m = 0;
+  for (auto& k : kernels_) {
+    vals_.emplace_back((size_t)(k->lat.m + 1) * lp_, 0.0f);
+    max_m = std::max<int64_t>(max_m, k->lat.m);
+  }
+  scratch_.assign((size_t)(max_m + 1) * lp_, 0.0f);
 }
 
 void DenseCrf::filter_all(const float* qp, Executor& ex) {
   ensure_buffers();
-  const int nk = (int)kernels_.size();
-  int64_t total = 0;
-  int max_d1 = 0;
-  for (auto& k : kernels_) {
-    total += k->lat.m;
-    max_d1 = std::max(max_d1, k->lat.d + 1);
-  }
-  // Splat every kernel in one parallel pass over their vertices.
-  ex.parallel_for(total, [&](int64_t b, int64_t e) {
-    int64_t base = 0;
-    for (int k = 0; k < nk; ++k) {
-      const int64_t m = kernels_[k]->lat.m;
-      const int64_t lo = std::max(b, base), hi = std::min(e, base + m);
-      if (lo < hi) ks_->splat(kernels_[k]->lat, qp, lp_, bufs_[2 * k].data(), lo - base, hi - base);
-      base += m;
+  // Kernel by kernel: splat (a gather through the CSR transpose), then the d+1 blur passes ping-ponging
+  // between the shared scratch table and the kernel's own table, arranged so that the result ends in its
+  // own table (the per-pixel update needs every kernel's result at once; one scratch keeps memory low).
+  for (size_t k = 0; k < kernels_.size(); ++k) {
+    const Lattice& lat = kernels_[k]->lat;
+    const int d1 = lat.d + 1;
+    float* own = vals_[k].data();
+    float* scr = scratch_.data();
+    std::fill(scr + (size_t)lat.m * lp_, scr + (size_t)(lat.m + 1) * lp_, 0.0f);  // the missing-neighbour row
+    float* src = (d1 % 2) ? scr : own;
+    float* dst = (d1 % 2) ? own : scr;
+    ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->splat(lat, qp, lp_, src, b, e); }, 512);
+    for (int j = 0; j < d1; ++j) {
+      ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->blur(lat, j, src, dst, lp_, b, e); }, 1024);
+      std::swap(src, dst);
     }
-  }, 512);
-  for (int k = 0; k < nk; ++k) cur_[k] = 0;
-  // Blur axis j of every kernel that has it, in one parallel pass.
-  for (int j = 0; j < max_d1; ++j) {
-    int64_t tj = 0;
-    for (auto& k : kernels_)
-      if (k->lat.d + 1 > j) tj += k->lat.m;
-    ex.parallel_for(tj, [&](int64_t b, int64_t e) {
-      int64_t base = 0;
-      for (int k = 0; k < nk; ++k) {
-        const Lattice& lat = kernels_[k]->lat;
-        if (lat.d + 1 <= j) continue;
-        const int64_t lo = std::max(b, base), hi = std::min(e, base + lat.m);
-        if (lo < hi)
-          ks_->blur(lat, j, bufs_[2 * k + cur_[k]].data(), bufs_[2 * k + 1 - cur_[k]].data(), lp_, lo - base,
-                   hi - base);
-        base += lat.m;
-      }
-    }, 1024);
-    for (int k = 0; k < nk; ++k)
-      if (kernels_[k]->lat.d + 1 > j) cur_[k] ^= 1;
   }
 }
 
@@ -264,14 +246,14 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
   std::vector<UpdateKernel> uks(nk);
   for (int it = 0; it < iterations; ++it) {
     filter_all(qp, ex);
-    for (int k = 0; k < nk; ++k) uks[k] = UpdateKernel{&kernels_[k]->lat, bufs_[2 * k + cur_[k]].data(), views[k]};
+    for (int k = 0; k < nk; ++k) uks[k] = UpdateKernel{&kernels_[k]->lat, vals_[k].data(), views[k]};
     float* out = it + 1 == iterations ? out_lm : nullptr;
     ex.parallel_for(n_, [&](int64_t b, int64_t e) {
       if (ks_->update(lp_, nk, uks.data(), neg_u_.get(), qp, b, e, out, labels_, n_)) return;
       std::vector<float> msg((size_t)std::max(nk, 1) * lp_);
       for (int64_t p = b; p < e; ++p) {
         for (int k = 0; k < nk; ++k)
-          slice_pixel(kernels_[k]->lat, p, bufs_[2 * k + cur_[k]].data(), lp_, msg.data() + (size_t)k * lp_);
+          slice_pixel(kernels_[k]->lat, p, vals_[k].data(), lp_, msg.data() + (size_t)k * lp_);
         crf::meanfield_pixel(lp_, neg_u_.get() + p * lp_, nk, msg.data(), lp_, views.data(), qp + p * lp_);
         if (out)
           for (int l = 0; l < labels_; ++l) out[(int64_t)l * n_ + p] = qp[p * lp_ + l];
@@ -344,7 +326,7 @@ double DenseCrf::kl_divergence(const float* q, Executor& ex) {
         s += (double)(-nu[l]) * qq[l];
       }
       for (int k = 0; k < nk; ++k) {
-        slice_pixel(kernels_[k]->lat, p, bufs_[2 * k + cur_[k]].data(), lp_, msg.data());
+        slice_pixel(kernels_[k]->lat, p, vals_[k].data(), lp_, msg.data());
         std::fill(acc.begin(), acc.end(), 0.0f);
         const crf::CompatView v{kernels_[k]->type, kernels_[k]->w, kernels_[k]->compat.data()};
         crf::subtract_compat(lp_, v, msg.data(), acc.data());  // acc = -C(K q)

@@ -74,7 +74,7 @@ class DenseCrf {
   void add_compat(Kernel& k, const CompatSpec& c);
   void ensure_buffers();
   void ensure_unary();  // zeros when no unary was set
-  void filter_all(const float* qp, Executor& ex);  // splat + blur into bufs_
+  void filter_all(const float* qp, Executor& ex);  // splat + blur of every kernel into vals_
 
   const KernelSet* ks_;
   int64_t n_;
@@ -83,8 +83,8 @@ class DenseCrf {
   bool has_unary_ = false;
   WsArray<float> neg_u_;  // n * lp
   std::vector<std::unique_ptr<Kernel>> kernels_;
-  std::vector<wvec<float>> bufs_;  // 2 per kernel: (m+1) * lp
-  std::vector<int> cur_;                  // which of the 2 holds the filtered values
+  std::vector<wvec<float>> vals_;  // per kernel: its filtered values, (m+1) * lp (row m stays 0)
+  wvec<float> scratch_;            // shared blur ping-pong table, (max m + 1) * lp
 };
 
 struct ImageCrfParams {
