@@ -73,6 +73,7 @@ def plot_run(run_dir) -> list[Path]:
                 if c in metrics[0]:
                     ax.plot(ep, [r[c] for r in metrics], marker="o", ms=3, label=c)
             ax.set(xlabel="epoch", ylabel=name, title=title)
+            _integer_ticks(ax)
             ax.legend()
             ax.grid(alpha=0.3)
             out.append(run_dir / "plots" / f"{name}.png")
@@ -108,12 +109,21 @@ def plot_compare(run_dirs, out_path, labels=None) -> Path:
     axes[0].set(xlabel="epoch", ylabel="loss", title="Loss (dashed: train)")
     axes[1].set(xlabel="epoch", ylabel="mIoU", title="mIoU (dotted: train)")
     axes[2].set(xlabel="optimizer step", ylabel="head LR", title="Learning rate")
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    _integer_ticks(axes[0])
+    _integer_ticks(axes[1])
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     out_path = Path(out_path)
     _save(fig, out_path)
     return out_path
+
+
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _label(d: Path, all_dirs: list[Path]) -> str:
