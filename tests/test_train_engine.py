@@ -214,3 +214,22 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
     _run(_cfg("train.epochs=2", "train.tensorboard=true"), tmp_path / "run")
     assert calls[0] == ("init", str(tmp_path / "run" / "tb")) and calls[-1] == ("close",)
     assert ("val_miou", 2) in calls and ("train_loss", 1) in calls
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                       ("sgd", torch.optim.SGD)])
+def test_build_optimizer_groups(name, cls):
+    from pyseg.training.build import build_optimizer
+
+    model = Tiny()
+    cfg = _cfg(f"optim.name={name}", "optim.lr=0.01", "optim.backbone_lr=0.001", "optim.weight_decay=0.05")
+    opt = build_optimizer(model, cfg.optim)
+    assert type(opt) is cls
+    assert [g["name"] for g in opt.param_groups] == ["backbone", "head"]
+    assert [g["lr"] for g in opt.param_groups] == [0.001, 0.01]
+    assert all(g["weight_decay"] == 0.05 for g in opt.param_groups)
+    n_bb = sum(p.numel() for p in model.backbone.parameters())
+    assert sum(p.numel() for p in opt.param_groups[0]["params"]) == n_bb
+    for p in model.backbone.parameters():  # frozen parameters are left out
+        p.requires_grad_(False)
+    assert [g["name"] for g in build_optimizer(model, cfg.optim).param_groups] == ["head"]
