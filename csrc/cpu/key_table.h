@@ -37,10 +37,14 @@ class KeyTable {
     }
   }
 
+  // Slot of `key`'s hash; prefetch() it before find_at() to overlap the cache misses of several lookups.
+  uint32_t slot_of(const int32_t* key) const { return crf::hash_key<D>(d_, key) & ((uint32_t)slots_.size() - 1); }
+  void prefetch(uint32_t h) const { __builtin_prefetch(slots_.data() + h); }
+
   // Index of `key`, or -1.
-  int find(const int32_t* key) const {
+  int find(const int32_t* key) const { return find_at(key, slot_of(key)); }
+  int find_at(const int32_t* key, uint32_t h) const {
     const uint32_t mask = (uint32_t)slots_.size() - 1;
-    uint32_t h = crf::hash_key<D>(d_, key) & mask;
     for (;;) {
       const int32_t s = slots_[h];
       if (s < 0) return -1;

@@ -232,12 +232,20 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   // 4) blur neighbours.
   lat.nbr.assign((size_t)d1 * m * 2, m);
   ex.parallel_for(m, [&](int64_t b, int64_t e) {
-    int n1[Scratch<D>::kSize], n2[Scratch<D>::kSize];
+    // All 2(d+1) neighbour keys of a vertex first, their slots prefetched, then the probes.
+    int nk[2 * Scratch<D>::kSize][Scratch<D>::kSize];
+    uint32_t hs[2 * Scratch<D>::kSize];
     for (int64_t v = b; v < e; ++v) {
       const int32_t* key = table.key((int)v);
       for (int j = 0; j < d1; ++j) {
-        crf::neighbour_keys<D>(d, key, j, n1, n2);
-        const int i1 = table.find(n1), i2 = table.find(n2);
+        crf::neighbour_keys<D>(d, key, j, nk[2 * j], nk[2 * j + 1]);
+        hs[2 * j] = table.slot_of(nk[2 * j]);
+        hs[2 * j + 1] = table.slot_of(nk[2 * j + 1]);
+        table.prefetch(hs[2 * j]);
+        table.prefetch(hs[2 * j + 1]);
+      }
+      for (int j = 0; j < d1; ++j) {
+        const int i1 = table.find_at(nk[2 * j], hs[2 * j]), i2 = table.find_at(nk[2 * j + 1], hs[2 * j + 1]);
         int32_t* o = lat.nbr.data() + ((size_t)j * m + v) * 2;
         o[0] = i1 < 0 ? m : i1;
         o[1] = i2 < 0 ? m : i2;
