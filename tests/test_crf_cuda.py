@@ -311,6 +311,11 @@ def test_backend_reports_missing_module(monkeypatch):
     monkeypatch.setattr(cuda_backend, "_MODULE", None)
     monkeypatch.setattr(cuda_backend, "_IMPORT_ERROR", None)
     monkeypatch.setitem(sys.modules, "pyseg.crf._crf_cuda", None)  # import raises ImportError
+    import pyseg.crf
+
+    # Where the module is built and was imported earlier, `from pyseg.crf import _crf_cuda` would find the
+    # package attribute and never look at sys.modules.
+    monkeypatch.delattr(pyseg.crf, "_crf_cuda", raising=False)
     with pytest.raises(RuntimeError, match="not built or cannot load.*PYSEG_CUDA=ON"):
         cuda_backend.load_module()
     ok, why = cuda_backend.status()
