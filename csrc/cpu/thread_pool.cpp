@@ -26,7 +26,10 @@ void Executor::parallel_chunks(int64_t n, int nchunks, const std::function<void(
 
 void Executor::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_per_chunk) {
   if (n <= 0) return;
-  int64_t nc = std::min<int64_t>(threads(), std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_chunk)));
+  // Up to 8 chunks per thread, taken dynamically: a thread that the OS deschedules (busy machine) does not
+  // hold the others up. Every element is computed by exactly one chunk, so results do not depend on this.
+  const int64_t t = threads();
+  int64_t nc = std::min<int64_t>(t == 1 ? 1 : 8 * t, std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_chunk)));
   if (nc <= 1) {
     fn(0, n);
     return;
@@ -82,7 +85,7 @@ void ThreadPool::run(int nchunks, const std::function<void(int)>& fn) {
   drain();
   int spins = 0;
   while (pending_.load(std::memory_order_acquire) > 0 || active_.load(std::memory_order_acquire) > 0) {
-    if (++spins < 4096)
+    if (++spins < 2000)
       PYSEG_PAUSE();
     else
       std::this_thread::yield();
@@ -99,10 +102,14 @@ void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
     // Spin a little for the next phase, then sleep.
+    // Spin briefly (phases follow each other within microseconds), then yield, then sleep: on a busy
+    // machine a spinning worker would only take time from the thread it waits for.
     int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && spins < 20000) {
-      PYSEG_PAUSE();
-      ++spins;
+    while (generation_.load(std::memory_order_acquire) == seen && spins < 4000) {
+      if (++spins < 2000)
+        PYSEG_PAUSE();
+      else
+        std::this_thread::yield();
     }
     {
       std::unique_lock<std::mutex> lk(mu_);
