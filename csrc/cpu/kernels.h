@@ -37,7 +37,8 @@ const KernelSet& kernels_avx2();  // only valid where cpu_has_avx2()
 bool cpu_has_avx2();
 // The set for this CPU (AVX2 + FMA when present), unless PYSEG_CPU_ISA=sse2 asks for the baseline.
 const KernelSet& best_kernels();
-// The set used for `labels` labels: best_kernels(), unless its wider vectors would need more padding.
+// The set used for `labels` labels: best_kernels(), unless its wider vectors would need more padding
+// (PYSEG_CPU_ISA=avx2 forces AVX2 anyway, PYSEG_CPU_ISA=sse2 forces the baseline; for timing experiments).
 const KernelSet& kernels_for_labels(int labels);
 
 }  // namespace cpu

@@ -37,6 +37,8 @@ const KernelSet& best_kernels() {
 
 const KernelSet& kernels_for_labels(int labels) {
   const KernelSet& best = best_kernels();
+  const char* isa = std::getenv("PYSEG_CPU_ISA");
+  if (isa && std::strcmp(isa, "avx2") == 0) return best;  // force the widest set (for timing experiments)
   // Wider vectors only when they need no more label padding (e.g. 11 labels: 12 lanes with SSE2, 16 with
   // AVX2; the extra lanes cost memory traffic and memory for nothing).
   if (best.vw > 4 && (labels + best.vw - 1) / best.vw * best.vw > (labels + 3) / 4 * 4) return kernels_sse2();
