@@ -331,15 +331,36 @@ def resolve_crf_device(crf_device: str, model_device) -> str:
     return crf_device
 
 
+def should_overlap(model_device, crf_threads: int | None) -> bool:
+    """Whether a CPU CRF should run in a worker thread beside the forward pass (see predict_dataset)."""
+    import os
+
+    import torch
+
+    if str(model_device).startswith("cuda"):
+        return True
+    cores = os.cpu_count() or 1
+    if crf_threads is None:
+        try:
+            from pyseg.crf import get_num_threads
+
+            crf_threads = get_num_threads()
+        except ImportError:
+            crf_threads = cores
+    return torch.get_num_threads() + (crf_threads or cores) <= cores
+
+
 def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = TTA(), crf=None,
                     crf_device: str = "auto", batch_size: int = 4, num_threads: int | None = None,
                     num_workers: int = 0, keep_probs: bool = False, device=None,
-                    limit: int | None = None, overlap: bool = True) -> Iterator[ImagePrediction]:
+                    limit: int | None = None, overlap: bool | str = "auto") -> Iterator[ImagePrediction]:
     """Predict every item of ``dataset`` (items as pyseg.data datasets give without a transform).
 
     Yields :class:`ImagePrediction` in dataset order. ``crf``: None (off) or a CRFParams. When the
-    CRF runs on CPU threads, the CRF of batch k runs in a worker thread while batch k+1 is forwarded
-    (``overlap=False`` runs it in line instead, for timing comparisons).
+    CRF runs on CPU threads and ``overlap`` is on, the CRF of batch k runs in a worker thread while
+    batch k+1 is forwarded. ``overlap="auto"`` turns it on only where it pays: the model on a GPU, or
+    torch's threads plus the CRF's threads fitting in the CPU's cores (e.g. 1 + 1 on 2 cores); with
+    both using every core (the default on a CPU-only machine) the two thread pools only fight.
     """
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -355,6 +376,11 @@ def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = 
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate)
+    if overlap == "auto":
+        overlap = should_overlap(device, num_threads)
+    elif not isinstance(overlap, bool):
+        raise ValueError(f"overlap must be True, False or 'auto', got {overlap!r}")
+    log.debug("CRF on %s, overlapped with the forward pass: %s", crf_dev, overlap)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyseg-crf") if crf_dev == "cpu" else None
     pending: collections.deque = collections.deque()
 

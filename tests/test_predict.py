@@ -150,7 +150,7 @@ def test_crf_stage_gets_raw_images_grouped_by_size(monkeypatch):
     monkeypatch.setattr(P, "_dense_crf", lambda: fake)
     ds = TinyDataset(n=7)
     res = list(P.predict_dataset(tiny_model(), ds, input_size=16, batch_size=3,
-                                 crf=CRFParams.preset("krahenbuhl"), crf_device="cpu"))
+                                 crf=CRFParams.preset("krahenbuhl"), crf_device="cpu", overlap=True))
     assert [r.image_id for r in res] == ds.image_ids  # order kept although the CRF runs in a thread
     # batches of 3 alternating two image sizes -> one dense_crf call per size: (2, 1), (2, 1), (1)
     assert [c[0][0] for c in fake.calls] == [2, 1, 2, 1, 1]
@@ -172,6 +172,16 @@ def test_crf_in_line_gives_the_same_results(monkeypatch):
         assert x.image_id == y.image_id
         np.testing.assert_array_equal(x.pred_crf, y.pred_crf)
         np.testing.assert_array_equal(x.pred, y.pred)
+
+
+def test_overlap_choice(monkeypatch):
+    assert P.should_overlap("cuda:0", None) is True
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert P.should_overlap("cpu", 1) is True
+    assert P.should_overlap("cpu", 2) is False
+    with pytest.raises(ValueError, match="overlap must be"):
+        list(P.predict_dataset(tiny_model(), TinyDataset(n=1), input_size=16, overlap="yes"))
 
 
 def test_crf_device_checks():

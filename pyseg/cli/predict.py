@@ -33,6 +33,9 @@ def add_model_args(p: argparse.ArgumentParser, crf_default: str) -> None:
                         f"pyseg-tune-crf --out (default {crf_default})")
     p.add_argument("--crf-device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the CRF runs (auto: the GPU when the model is on one and CUDA is built)")
+    p.add_argument("--crf-overlap", default="auto", choices=["auto", "on", "off"],
+                   help="run the CPU CRF in a worker thread beside the forward pass (auto: when the model is on "
+                        "a GPU, or torch's and the CRF's threads together fit the cores, e.g. --num-threads 1 on 2)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--num-threads", type=int, default=None,
                    help="CPU threads for torch and the CRF (default: torch's and the CRF's own defaults)")
@@ -86,7 +89,8 @@ def load_everything(args, need: tuple[str, ...] = ("checkpoint", "data_root", "a
     input_size = (args.input_size or None) if args.input_size is not None else P.input_size_from_checkpoint(ckpt)
     kwargs = dict(input_size=input_size, tta=P.parse_tta(args.tta), crf=P.resolve_crf(args.crf),
                   crf_device=args.crf_device, batch_size=args.batch_size, num_threads=args.num_threads,
-                  num_workers=args.num_workers, device=device, limit=args.limit)
+                  num_workers=args.num_workers, device=device, limit=args.limit,
+                  overlap={"auto": "auto", "on": True, "off": False}[args.crf_overlap])
     if kwargs["crf"] is not None:
         P.resolve_crf_device(args.crf_device, device)  # fail now, not after the first batch
     return model, ckpt, ds, ann, kwargs
