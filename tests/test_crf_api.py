@@ -262,3 +262,14 @@ def test_baseline_isa_matches_best_isa():
     assert isas[0] == "sse2"
     np.testing.assert_allclose(outs[0], outs[1], atol=2e-5)
     assert (outs[0].argmax(0) == outs[1].argmax(0)).mean() > 0.999
+
+
+def test_release_memory_returns_cached_buffers():
+    pr, img = probs(11, 300, 300), image(300, 300)
+    ref = dcrf.dense_crf(pr, img, P)
+    from pyseg.crf import _crf_cpu
+
+    assert _crf_cpu.cached_bytes() > 0  # big buffers are kept for the next call
+    assert dcrf.release_memory() > 0
+    assert _crf_cpu.cached_bytes() == 0
+    np.testing.assert_array_equal(dcrf.dense_crf(pr, img, P), ref)

@@ -27,6 +27,15 @@ def get_num_threads() -> int:
     return int(load_cpu().get_num_threads())
 
 
+def release_memory() -> int:
+    """Return the CPU backend's cached work buffers to the OS; returns the bytes released.
+
+    Large buffers (lattices, Q) are kept after a call for the next one (up to PYSEG_CRF_CACHE_MB, default
+    1024 MiB), because fresh memory costs a page fault per 4 KiB page.
+    """
+    return int(load_cpu().release_memory())
+
+
 def _is_tensor(x) -> bool:
     torch = torch_module()
     return torch is not None and isinstance(x, torch.Tensor)
