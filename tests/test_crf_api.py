@@ -16,7 +16,9 @@ import pyseg.crf as dcrf
 from pyseg.crf import utils as cutils
 from pyseg.crf.params import CRFParams
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The folder holding the pyseg package this test imports (installed, or the source tree with an in-place build),
+# so that subprocesses import the same one.
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(dcrf.__file__))))
 
 
 def image(h, w, seed=0):
@@ -245,7 +247,7 @@ def test_baseline_isa_matches_best_isa():
     """The SSE2 kernels (any x86-64) and the AVX2 ones agree closely (FMA and lane order differ)."""
     code = ("import numpy as np, sys; sys.path.insert(0, %r); import pyseg.crf as c; "
             "from pyseg.crf import _crf_cpu as m; d = np.load(sys.argv[1]); "
-            "np.save(sys.argv[2], c.dense_crf(d['p'], d['i'])); print(m.isa())") % REPO
+            "np.save(sys.argv[2], c.dense_crf(d['p'], d['i'])); print(m.isa())") % PKG_PARENT
     outs, isas = [], []
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
