@@ -8,6 +8,7 @@ The machine may be shared: the repeats and the median are there to damp other lo
 
     PYTHONPATH=. python benchmarks/predict_speed.py [--checkpoint CKPT | --model deeplabv3_resnet18]
         [--input-size 256] [--presets krahenbuhl] [--repeats 3] [--num-threads N] [--max-images N]
+        [--overlap both|on|off|auto]
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--num-threads", type=int, default=None)
     ap.add_argument("--max-images", type=int, default=None)
-    ap.add_argument("--no-serial", action="store_true", help="skip the CRF-in-line runs")
+    ap.add_argument("--overlap", choices=["both", "on", "off", "auto"], default="both",
+                    help="CRF runs: overlapped with the forward pass (on), in line (off), both, or auto "
+                         "(what pyseg-predict picks for these threads)")
     args = ap.parse_args(argv)
 
     import torch
@@ -70,9 +73,13 @@ def main(argv=None) -> int:
     ids = ids[:n]
     modes = [("no CRF", None, True)]
     for name in [s for s in args.presets.split(",") if s]:
-        modes.append((f"CRF {name}, overlapped", CRFParams.preset(name), True))
-        if not args.no_serial:
+        if args.overlap in ("both", "on"):
+            modes.append((f"CRF {name}, overlapped", CRFParams.preset(name), True))
+        if args.overlap in ("both", "off"):
             modes.append((f"CRF {name}, in line", CRFParams.preset(name), False))
+        if args.overlap == "auto":
+            auto = P.should_overlap("cpu", args.num_threads)
+            modes.append((f"CRF {name}, {'overlapped' if auto else 'in line'} (auto)", CRFParams.preset(name), auto))
     print(f"{n} images of {args.ann}; {what}; input {args.input_size}; batch {args.batch_size}; "
           f"torch threads {torch.get_num_threads()}; CRF threads {args.num_threads or 'default'}; "
           f"{os.cpu_count()} CPUs; {args.repeats} repeats (interleaved)", flush=True)
