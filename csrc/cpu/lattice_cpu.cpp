@@ -41,11 +41,23 @@ struct Scratch {
   static constexpr int kSize = (D > 0 ? D : crf::kMaxDim) + 2;
 };
 
+// One entry of the per-thread simplex cache: rem0 and the packed ranks (3 bits each; all ones = empty) of a
+// simplex and its d+1 vertex ids. Only for a compile-time dimension (D = 2, 3, 5: ranks 0..D fit in 3 bits).
+constexpr int kSimplexCacheBits = 11;
+template <int D>
+struct SimplexSlot {
+  static_assert(D <= 7, "ranks are packed in 3 bits each");
+  uint32_t rbits = 0xFFFFFFFFu;
+  int32_t rem0[D > 0 ? D + 1 : 1];
+  int32_t ids[D > 0 ? D + 1 : 1];
+};
+
 struct ArrayFeat {
   const float* f;
   int64_t n;
   int d;
-  void operator()(int64_t p, float* out) const {
+  int64_t width() const { return n; }
+  void operator()(int64_t p, int64_t, int64_t, float* out) const {
     for (int i = 0; i < d; ++i) out[i] = f[(int64_t)i * n + p];
   }
 };
@@ -66,21 +78,24 @@ struct ImageTables {
       }
   }
 };
+// Called with x = p % width, y = p / width (the build walks the pixels in order: no division per pixel).
 struct GaussFeat {
   const ImageTables* t;
-  int width;
-  void operator()(int64_t p, float* out) const {
-    out[0] = t->fx[p % width];
-    out[1] = t->fy[p / width];
+  int w;
+  int64_t width() const { return w; }
+  void operator()(int64_t, int64_t x, int64_t y, float* out) const {
+    out[0] = t->fx[x];
+    out[1] = t->fy[y];
   }
 };
 struct BilatFeat {
   const ImageTables* t;
-  int width;
+  int w;
   const uint8_t* rgb;
-  void operator()(int64_t p, float* out) const {
-    out[0] = t->fx[p % width];
-    out[1] = t->fy[p / width];
+  int64_t width() const { return w; }
+  void operator()(int64_t p, int64_t x, int64_t y, float* out) const {
+    out[0] = t->fx[x];
+    out[1] = t->fy[y];
     const uint8_t* c = rgb + 3 * p;
     out[2] = t->fc[0][c[0]];
     out[3] = t->fc[1][c[1]];
@@ -122,9 +137,11 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   std::vector<int64_t> bad(nchunks, -1);
 
   // 1) per chunk of points: lattice point, barycentric weights, vertices in a chunk-local table. Consecutive
-  //    points often fall in the same simplex: then only the weights change.
+  //    points often fall in the same simplex: then only the weights change; a simplex seen a little earlier
+  //    (e.g. in the row above) is found in a direct-mapped simplex cache without hashing its d+1 vertices.
   ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
     KeyTable<D>& tab = local[c];
+    std::vector<SimplexSlot<D>> scache(D > 0 ? (size_t(1) << kSimplexCacheBits) : 1);
     float f[Scratch<D>::kSize];
     int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize], key[Scratch<D>::kSize];
     int prev2_rem0[Scratch<D>::kSize], prev2_rank[Scratch<D>::kSize], ids2[Scratch<D>::kSize];
@@ -132,8 +149,11 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     for (int i = 0; i < Scratch<D>::kSize; ++i) prev_rem0[i] = prev_rank[i] = prev2_rem0[i] = prev2_rank[i] = 0;
     float bary[Scratch<D>::kSize + 1];
     bool have_prev = false;
-    for (int64_t p = b; p < e; ++p) {
-      feat(p, f);
+    const int64_t fw = feat.width();
+    int64_t fx = b % fw, fy = b / fw;
+    for (int64_t p = b; p < e; ++p, ++fx) {
+      if (fx == fw) fx = 0, ++fy;
+      feat(p, fx, fy, f);
       if (!crf::lattice_point<D>(d, f, sc, rem0, rank, bary)) {
         bad[c] = p;
         return;
@@ -155,9 +175,26 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
         }
         std::swap(have_prev, have_prev2);
         if (diff1 != 0) {
-          for (int r = 0; r < d1; ++r) {
-            crf::vertex_key<D>(d, rem0, rank, r, key);
-            ids[r] = tab.find_or_insert(key);
+          // Direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex hashing.
+          uint32_t rbits = 0, sh = 0;
+          for (int i = 0; i < d1; ++i) {
+            rbits |= (uint32_t)rank[i] << (3 * i);
+            sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
+          }
+          SimplexSlot<D>* slot = scache.data() + (D > 0 ? ((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits) : 0);
+          int same = D > 0 && slot->rbits == rbits;
+          for (int i = 0; i < d1 && same; ++i) same = slot->rem0[i] == rem0[i];
+          if (same) {
+            for (int r = 0; r < d1; ++r) ids[r] = slot->ids[r];
+          } else {
+            for (int r = 0; r < d1; ++r) {
+              crf::vertex_key<D>(d, rem0, rank, r, key);
+              ids[r] = tab.find_or_insert(key);
+            }
+            if (D > 0) {
+              slot->rbits = rbits;
+              for (int i = 0; i < d1; ++i) slot->rem0[i] = rem0[i], slot->ids[i] = ids[i];
+            }
           }
           for (int i = 0; i < d1; ++i) {
             prev_rem0[i] = rem0[i];
@@ -173,7 +210,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   for (int c = 0; c < nchunks; ++c) {
     if (bad[c] >= 0) {
       float f[Scratch<D>::kSize];
-      feat(bad[c], f);
+      feat(bad[c], bad[c] % feat.width(), bad[c] / feat.width(), f);
       throw std::invalid_argument(overflow_message(d, bad[c], f));
     }
   }
