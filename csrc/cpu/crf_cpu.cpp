@@ -81,16 +81,21 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
   std::atomic<int64_t> first_bad{-1};
   ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
     alignas(16) float sums[kBlock], csum[kBlock], logs[kBlock], clipped[kBlock];
-    std::vector<float> ublk((size_t)kBlock * lp_), qblk((size_t)kBlock * lp_);
     for (int64_t b = b0; b < e0; b += kBlock) {
       const int64_t e = std::min(e0, b + kBlock);
       const int64_t cnt = e - b;
+      // Written in place (rows b..e of neg_u_ and q0 are contiguous): no block buffers, no copies. On bad
+      // input the caller throws, so partly written rows are never used.
+      float* ur = neg_u_.get() + b * lp_;
+      float* qr = q0 ? q0 + b * lp_ : nullptr;
+      if (lp_ > labels_)
+        for (int64_t i = 0; i < cnt; ++i)
+          for (int l = labels_; l < lp_; ++l) {
+            ur[i * lp_ + l] = crf::kPadEnergy;
+            if (qr) qr[i * lp_ + l] = 0.0f;
+          }
       for (int64_t i = 0; i < cnt; ++i) sums[i] = csum[i] = 0.0f;
-      for (int64_t i = 0; i < cnt * lp_; ++i) {
-        ublk[i] = crf::kPadEnergy;
-        qblk[i] = 0.0f;
-      }
-      bool bad = false;
+      int bad = 0;
       for (int l = 0; l < labels_; ++l) {
         const float* src = prob + (int64_t)l * n_ + b;
         for (int64_t i = 0; i < cnt; ++i) {
@@ -102,8 +107,9 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
           csum[i] += c;
         }
         ks_->log_pos(clipped, logs, cnt);
-        for (int64_t i = 0; i < cnt; ++i) ublk[i * lp_ + l] = logs[i];
-        for (int64_t i = 0; i < cnt; ++i) qblk[i * lp_ + l] = clipped[i];
+        for (int64_t i = 0; i < cnt; ++i) ur[i * lp_ + l] = logs[i];
+        if (qr)
+          for (int64_t i = 0; i < cnt; ++i) qr[i * lp_ + l] = clipped[i];
       }
       for (int64_t i = 0; i < cnt; ++i) bad |= !(std::fabs(sums[i] - 1.0f) <= sum_tol);
       if (bad) {
@@ -111,13 +117,11 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
         first_bad.compare_exchange_strong(expected, b);
         return;
       }
-      std::memcpy(neg_u_.get() + b * lp_, ublk.data(), sizeof(float) * cnt * lp_);
-      if (q0) {
+      if (qr) {
         for (int64_t i = 0; i < cnt; ++i) {
           const float inv = 1.0f / csum[i];
-          for (int l = 0; l < labels_; ++l) qblk[i * lp_ + l] *= inv;
+          for (int l = 0; l < labels_; ++l) qr[i * lp_ + l] *= inv;
         }
-        std::memcpy(q0 + b * lp_, qblk.data(), sizeof(float) * cnt * lp_);
       }
     }
   }, 16384);
