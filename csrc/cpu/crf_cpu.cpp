@@ -100,9 +100,10 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
         const float* src = prob + (int64_t)l * n_ + b;
         for (int64_t i = 0; i < cnt; ++i) {
           const float v = src[i];
-          bad |= !(v >= 0.0f && v <= 3.4e38f);  // negative, NaN or inf
+          bad |= (int)!((v >= 0.0f) & (v <= 3.4e38f));  // negative, NaN or inf (branch-free: vectorises)
           sums[i] += v;
-          const float c = v < clip ? clip : (v > 1.0f ? 1.0f : v);
+          const float lo = v < clip ? clip : v;
+          const float c = lo > 1.0f ? 1.0f : lo;
           clipped[i] = c;
           csum[i] += c;
         }
