@@ -122,8 +122,11 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
                                 std::to_string(n) + ", d = " + std::to_string(d));
   lat.d = d;
   lat.n = n;
-  lat.offsets.assign(n * d1, 0);
-  lat.bary.assign(n * d1, 0.0f);
+  // Every entry is written by the point pass below (or the build throws).
+  lat.offsets.clear();
+  lat.offsets.resize(n * d1);
+  lat.bary.clear();
+  lat.bary.resize(n * d1);
   const crf::LatticeScales sc = crf::make_lattice_scales(d);
 #ifdef PYSEG_PROFILE
   double prof_t = 0;
@@ -254,7 +257,10 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     }
   }
   lat.csr_start[m] = run;
-  lat.csr.assign(run + 16, CsrEntry{0, 0.0f});  // 16 spare entries: the splat prefetches ahead
+  // Entries [0, run) are all written by the fill below; 16 spare zero entries: the splat prefetches ahead.
+  lat.csr.clear();
+  lat.csr.resize(run + 16);
+  for (int64_t k = run; k < run + 16; ++k) lat.csr[k] = CsrEntry{0, 0.0f};
   ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
     int64_t* at = pos.data() + (size_t)c * m;
     for (int64_t p = b; p < e; ++p)

@@ -23,14 +23,34 @@ struct CsrEntry {
   float w;
 };
 
+// A workspace vector whose resize() leaves new elements uninitialised (for arrays the build overwrites
+// completely: no zero-fill pass over memory that is written again right after).
+template <class T>
+struct WsAllocatorNoInit : WsAllocator<T> {
+  template <class U>
+  struct rebind {
+    using other = WsAllocatorNoInit<U>;
+  };
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(static_cast<A&&>(a)...);
+  }
+};
+template <class T>
+using wvec_noinit = std::vector<T, WsAllocatorNoInit<T>>;
+
 struct Lattice {
   int d = 0;
   int64_t n = 0;
   int m = 0;  // vertices
-  wvec<int32_t> offsets;
-  wvec<float> bary;
+  wvec_noinit<int32_t> offsets;
+  wvec_noinit<float> bary;
   wvec<int64_t> csr_start;
-  wvec<CsrEntry> csr;
+  wvec_noinit<CsrEntry> csr;
   wvec<int32_t> nbr;
   wvec<float> post;
 };
