@@ -8,9 +8,9 @@ Every PNG is written atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from pyseg.fileio import atomic_write
 
 
 def _plt():
@@ -23,16 +23,9 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     finally:
         _plt().close(fig)
 

@@ -23,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pyseg.submission import _finish_temp, _open_temp_beside, atomic_write_bytes
+from pyseg.fileio import atomic_write
+from pyseg.submission import atomic_write_bytes
 
 PROBS_FORMAT = "pyseg-probs"
 PROBS_VERSION = 1
@@ -53,14 +54,8 @@ class ProbsWriter:
         if p.shape != (self.num_classes, self.size, self.size):
             raise ValueError(f"probabilities must be ({self.num_classes}, {self.size}, {self.size}), got {p.shape}")
         name = f"{len(self.images):06d}.npz"
-        f, tmp = _open_temp_beside(self.dir / name, "wb")
-        try:
+        with atomic_write(self.dir / name, "wb", create_parent=False) as f:
             np.savez_compressed(f, probs=p.astype(np.float16))
-            _finish_temp(f, tmp, self.dir / name)
-        except BaseException:
-            f.close()
-            tmp.unlink(missing_ok=True)
-            raise
         self.images.append({"image_id": str(image_id), "id": int(image_int_id), "file": name,
                             "height": int(height), "width": int(width)})
 

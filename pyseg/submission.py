@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from pyseg.fileio import atomic_write_bytes as _atomic_write_bytes
+from pyseg.fileio import commit_temp, open_temp_beside
 
 HEADER = ("image_id", "PredictionString")
 _MAX_TOKEN_DIGITS = 9
@@ -37,49 +38,14 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 # ----------------------------------------------------------------------------------------------
 # atomic files
 # ----------------------------------------------------------------------------------------------
-def _check_parent_writable(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ValueError(f"cannot write {path}: directory {parent} does not exist")
-    if path.is_dir():
-        raise ValueError(f"cannot write {path}: it is a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {path}: directory {parent} is not writable")
-
-
 def _open_temp_beside(path: Path, mode: str = "w"):
-    """A temporary file in ``path``'s directory (so ``os.replace`` is atomic); returns (file, temp_path)."""
-    _check_parent_writable(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
-    if "b" in mode:
-        return os.fdopen(fd, mode), Path(tmp)
-    return os.fdopen(fd, mode, newline="", encoding="utf-8"), Path(tmp)
-
-
-def _finish_temp(f, tmp: Path, path: Path) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-    os.replace(tmp, path)
+    """Submissions go to an existing folder: a missing one is a mistake worth reporting, not creating."""
+    return open_temp_beside(path, mode, create_parent=False)
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    f, tmp = _open_temp_beside(path, "wb")
-    try:
-        f.write(data)
-        _finish_temp(f, tmp, path)
-    except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` (whose folder must exist) through a temporary file and ``os.replace``."""
+    _atomic_write_bytes(path, data, create_parent=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,7 +233,7 @@ class SubmissionWriter:
                              f"{self.path} was not written")
         f, self._f = self._f, None
         try:
-            _finish_temp(f, self._tmp, self.path)
+            commit_temp(f, self._tmp, self.path)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from pyseg.fileio import atomic_write
 
 from .classes import TRASH_OBJECTS
 
@@ -149,10 +150,8 @@ def _render(rng: np.random.Generator, s: int) -> tuple[np.ndarray, list[dict]]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w") as f:
         json.dump(data, f)
-    os.replace(tmp, path)
 
 
 def _coco(entries: list[tuple[str, list[dict]]], size: int, with_anns: bool) -> dict:
@@ -193,10 +192,8 @@ def make_demo_dataset(root, n_train: int = 48, n_val: int = 16, n_test: int = 16
         rel = f"images/batch_{batch:02d}/{counters[batch]:04d}.jpg"
         img, anns = _render(rng, int(size))
         path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        Image.fromarray(img).save(tmp, format="JPEG", quality=95)
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as f:
+            Image.fromarray(img).save(f, format="JPEG", quality=95)
         splits[split].append((rel, anns))
     paths = {"root": root, "images": root / "images"}
     for name, entries, with_anns in (("train", splits["train"], True), ("val", splits["val"], True),

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from pyseg.fileio import atomic_write
 
 REQUIRED_KEYS = ("model", "model_name", "model_kwargs", "num_classes")
 ALL_KEYS = ("model", "model_name", "model_kwargs", "num_classes", "class_names", "config", "epoch",
@@ -24,21 +25,8 @@ ALL_KEYS = ("model", "model_name", "model_kwargs", "num_classes", "class_names",
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
