@@ -33,9 +33,14 @@ from pyseg.fileio import atomic_write_text  # noqa: F401  (re-exported: used by 
 
 @dataclass
 class DataConfig:
-    root: str | None = None  # data folder holding the images and the COCO json files
-    train_ann: str = "train.json"  # relative to root (or absolute)
+    root: str | None = None  # data folder holding the images and the COCO json files (or the label folders)
+    format: Literal["coco", "mask_folder"] = "coco"  # COCO json, or image + label-PNG folders (CamVid)
+    train_ann: str = "train.json"  # coco: relative to root (or absolute)
     val_ann: str = "val.json"
+    train_images: str = "train"  # mask_folder: image / label folders relative to root (CamVid layout)
+    train_masks: str = "trainannot"
+    val_images: str = "val"
+    val_masks: str = "valannot"
     classes: list[str] | str | None = None  # passed to the dataset; None: from the json categories
     overlap: str = "area_desc"  # how overlapping annotations are painted (see pyseg.data)
     image_size: int = 512  # training crop/resize side

@@ -51,8 +51,8 @@ def _ann_path(root: str, ann: str) -> str:
 
 
 def build_datasets(data: DataConfig):
-    """(train_set, val_set) as ``pyseg.data.CocoSegmentation`` with the train/eval transforms."""
-    from pyseg.data import CocoSegmentation
+    """(train_set, val_set) with the train/eval transforms: ``pyseg.data.CocoSegmentation`` for
+    ``data.format == "coco"``, ``pyseg.data.MaskFolderSegmentation`` for ``"mask_folder"``."""
     from pyseg.data.transforms import eval_transform, train_transform
 
     if not data.root:
@@ -62,11 +62,24 @@ def build_datasets(data: DataConfig):
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {root} is not a folder")
     eval_size = data.eval_size or data.image_size
-    common = dict(classes=data.classes, overlap=data.overlap)
-    train_set = CocoSegmentation(str(root), _ann_path(str(root), data.train_ann),
-                                 transform=train_transform(data.image_size, **data.train_transform), **common)
-    val_set = CocoSegmentation(str(root), _ann_path(str(root), data.val_ann),
-                               transform=eval_transform(eval_size, **data.eval_transform), **common)
+    train_tf = train_transform(data.image_size, **data.train_transform)
+    eval_tf = eval_transform(eval_size, **data.eval_transform)
+    if data.format == "mask_folder":
+        from pyseg.data import MaskFolderSegmentation
+
+        if data.classes is None:
+            raise ValueError("config: data.classes must be set for data.format=mask_folder (a preset such as "
+                             "'camvid11' or a list of names): label PNGs carry no class names")
+        common = dict(classes=data.classes, ignore_index=data.ignore_index)
+        train_set = MaskFolderSegmentation(root / data.train_images, root / data.train_masks, transform=train_tf,
+                                           **common)
+        val_set = MaskFolderSegmentation(root / data.val_images, root / data.val_masks, transform=eval_tf, **common)
+    else:
+        from pyseg.data import CocoSegmentation
+
+        common = dict(classes=data.classes, overlap=data.overlap)
+        train_set = CocoSegmentation(str(root), _ann_path(str(root), data.train_ann), transform=train_tf, **common)
+        val_set = CocoSegmentation(str(root), _ann_path(str(root), data.val_ann), transform=eval_tf, **common)
     if train_set.num_classes != val_set.num_classes:
         raise ValueError(f"train and val sets disagree on the number of classes: "
                          f"{train_set.num_classes} vs {val_set.num_classes}")
