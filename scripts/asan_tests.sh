@@ -76,9 +76,10 @@ for t in ${ASAN_TESTS:-tests/test_crf_*.py}; do
 done
 echo "== CRF tests under ASan + UBSan: ${TESTS[*]}"
 LOG="$TMP/pytest.log"
+# -s: no output capture, so that a sanitizer report (written to fd 2 just before the process dies) is shown.
 set +e
 (cd "$TMP" && "$PYTHON" -m pytest -p pyseg_asan_check -p no:cacheprovider \
-   --rootdir="$REPO" -c "$REPO/pyproject.toml" -q \
+   --rootdir="$REPO" -c "$REPO/pyproject.toml" -q -s \
    "${TESTS[@]}" "$@" 2>&1) | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e

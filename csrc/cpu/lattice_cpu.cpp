@@ -179,10 +179,14 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
         std::swap(have_prev, have_prev2);
         if (diff1 != 0) {
           // Direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex hashing.
+          // Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) use it;
+          // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
           uint32_t rbits = 0, sh = 0;
-          for (int i = 0; i < d1; ++i) {
-            rbits |= (uint32_t)rank[i] << (3 * i);
-            sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
+          if (D > 0) {
+            for (int i = 0; i < d1; ++i) {
+              rbits |= (uint32_t)rank[i] << (3 * i);
+              sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
+            }
           }
           SimplexSlot<D>* slot = scache.data() + (D > 0 ? ((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits) : 0);
           int same = D > 0 && slot->rbits == rbits;
