@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pyseg.crf.backends import load_cpu, require_cuda, torch_module, cuda_usable
-from pyseg.crf.params import CRFParams
+from pyseg.crf.params import CRFParams, resolve_params
 
 _DEVICES = ("auto", "cpu", "cuda")
 
@@ -127,13 +127,7 @@ def dense_crf(probs: Any, image: Any, params: CRFParams | None = None, iteration
     ``addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=image, compat=bilateral_compat)``
     (both NORMALIZE_SYMMETRIC; a kernel whose compat is 0 is left out) and ``inference(iterations)``.
     """
-    if params is None:
-        params = CRFParams.preset("krahenbuhl")
-    if not isinstance(params, CRFParams):
-        raise TypeError(f"params must be a CRFParams (or None), got {type(params).__name__} {params!r:.60}")
-    if iterations is None:
-        iterations = params.iterations
-    iterations = _check_int(iterations, "iterations", 0)
+    params, iterations = resolve_params(params, iterations)
     if num_threads is not None:
         num_threads = _check_int(num_threads, "num_threads", 1)
     dev = str(device) if not isinstance(device, str) else device  # torch.device -> "cuda:0"

@@ -13,10 +13,9 @@ same inputs give bitwise-identical outputs run to run, whatever ``deterministic`
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
-from pyseg.crf.params import CRFParams
+from pyseg.crf.params import CRFParams, resolve_params
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +68,6 @@ def _check_tensor(torch, x, name: str, dtype, ndims: tuple[int, ...]):
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(x.shape)}")
 
 
-def _check_params(params, iterations):
-    if params is None:
-        params = CRFParams.preset("krahenbuhl")
-    if not isinstance(params, CRFParams):
-        raise TypeError(f"params must be a CRFParams or None, got {type(params).__name__}")
-    if iterations is None:
-        iterations = params.iterations
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
-    for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
-        v = getattr(params, name)
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"params.{name} must be finite and > 0, got {v!r}")
-    return params, iterations
-
-
 def check_probability_values(probs, sum_tol: float = 1e-3) -> None:
     """ValueError unless probs (B, L, H, W) are finite, in [0, 1] and sum to 1 (within sum_tol) per pixel.
 
@@ -126,7 +109,7 @@ def dense_crf_cuda(probs, image, params: CRFParams | None = None, iterations: in
         import torch
     except ImportError:
         raise RuntimeError("the CUDA CRF takes torch CUDA tensors, and torch is not installed") from None
-    params, iterations = _check_params(params, iterations)
+    params, iterations = resolve_params(params, iterations)
     _check_tensor(torch, probs, "probs", torch.float32, (3, 4))
     _check_tensor(torch, image, "image", torch.uint8, (3, 4))
     if probs.device != image.device:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 
 # name -> (gaussian sxy, gaussian compat, bilateral sxy, bilateral srgb, bilateral compat, iterations)
@@ -60,3 +61,22 @@ class CRFParams:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def resolve_params(params: "CRFParams | None", iterations) -> tuple["CRFParams", int]:
+    """(params, iterations) as every backend takes them: None -> the krahenbuhl preset and its iterations.
+
+    TypeError for a params object that is not a CRFParams or a non-integer iteration count; ValueError for
+    a negative one. (CRFParams checks its own sigmas and weights when it is built.)
+    """
+    if params is None:
+        params = CRFParams.preset("krahenbuhl")
+    if not isinstance(params, CRFParams):
+        raise TypeError(f"params must be a CRFParams (or None), got {type(params).__name__} {params!r:.60}")
+    if iterations is None:
+        iterations = params.iterations
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral):
+        raise TypeError(f"iterations must be an integer >= 0, got {type(iterations).__name__} {iterations!r}")
+    if iterations < 0:
+        raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+    return params, int(iterations)
