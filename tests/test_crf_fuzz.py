@@ -152,7 +152,8 @@ def densecrf2d_case(draw):
         which = draw(st.sampled_from([0, 1, 2]))
         bad = draw(st.sampled_from([0, -1, 2.5]))
         w, h, n_labels = [bad if i == which else v for i, v in enumerate((w, h, n_labels))]
-    n = w * h if isinstance(w, int) and isinstance(h, int) else 1
+    ok_hw = isinstance(w, int) and isinstance(h, int) and w >= 0 and h >= 0  # arrays of these shapes can exist
+    n = w * h if ok_hw else 1
     ushape = (n_labels if isinstance(n_labels, int) else 1, n)
     if mutation == "unary_shape":
         ushape = draw(st.sampled_from([(ushape[0], n + 1), (ushape[0] + 1, n), (n,), (ushape[0], n, 1)]))
@@ -171,7 +172,7 @@ def densecrf2d_case(draw):
         else:
             compat = c
         norm = draw(st.sampled_from([0, 1, 2, 3]))
-        img = draw(arrays((h, w, 3) if isinstance(h, int) and isinstance(w, int) else (1, 1, 3), np.uint8,
+        img = draw(arrays((h, w, 3) if ok_hw else (1, 1, 3), np.uint8,
                           kind="image"))
         terms.append([kind, sxy, srgb, img, compat, norm])
     if mutation in ("sigma", "compat", "normalization", "image"):

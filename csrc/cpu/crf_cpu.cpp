@@ -38,7 +38,7 @@ void check_compat(const CompatSpec& c, int labels) {
 }  // namespace
 
 DenseCrf::DenseCrf(int64_t n, int labels)
-    : ks_(&kernels_for_labels(labels)), n_(n), labels_(labels), lp_((labels + ks_->vw - 1) / ks_->vw * ks_->vw) {
+    : ks_(&best_kernels()), n_(n), labels_(labels), lp_((labels + kLabelPad - 1) / kLabelPad * kLabelPad) {
   if (n < 1) throw std::invalid_argument("the CRF needs at least one point, got " + std::to_string(n));
   if (labels < 1) throw std::invalid_argument("the CRF needs at least one label, got " + std::to_string(labels));
   if (n > (int64_t)1 << 31) throw std::invalid_argument("too many points: " + std::to_string(n));
@@ -198,41 +198,52 @@ void DenseCrf::add_bilateral(int width, int height, float sx, float sy, float sr
 }
 
 void DenseCrf::ensure_buffers() {
-  if (vals_.size() == kernels_.size()) return;
-  vals_.clear();
   int64_t max_m = 0;
   for (auto& k : kernels_) {
-    vals_.emplace_back((size_t)(k->lat.m + 1) * lp_, 0.0f);
+    const size_t rows = (size_t)k->lat.rows() * lp_;
+    if (k->acc.size() != rows) k->acc.resize(rows);
+    if (k->vals.size() != rows) k->vals.resize(rows);
     max_m = std::max<int64_t>(max_m, k->lat.m);
   }
-  scratch_.assign((size_t)(max_m + 1) * lp_, 0.0f);
+  const size_t g = (size_t)(max_m + 1) * lp_;
+  if (glob_a_.size() != g) glob_a_.assign(g, 0.0f);
+  if (glob_b_.size() != g) glob_b_.assign(g, 0.0f);
 }
 
-void DenseCrf::filter_all(const float* qp, Executor& ex) {
+void DenseCrf::splat_all(const float* qp, Executor& ex) {
   ensure_buffers();
-  // Kernel by kernel: splat (a gather through the CSR transpose), then the d+1 blur passes ping-ponging
-  // between the shared scratch table and the kernel's own table, arranged so that the result ends in its
-  // own table (the per-pixel update needs every kernel's result at once; one scratch keeps memory low).
-  for (size_t k = 0; k < kernels_.size(); ++k) {
-    const Lattice& lat = kernels_[k]->lat;
+  // Chunks of the first kernel's lattice; every lattice of this CRF has the same chunks (they depend on n only).
+  if (kernels_.empty()) return;
+  ex.run(kernels_[0]->lat.nchunks, [&](int c) {
+    for (auto& k : kernels_) ks_->splat(k->lat, c, qp, lp_, k->acc.data());
+  });
+}
+
+void DenseCrf::propagate_all(Executor& ex) {
+  // Kernel by kernel: reduce the chunks' partial sums, the d+1 blur passes ping-ponging between the two
+  // global tables, then the result copied to the local rows for the slice.
+  for (auto& kp : kernels_) {
+    Kernel& k = *kp;
+    const Lattice& lat = k.lat;
     const int d1 = lat.d + 1;
-    float* own = vals_[k].data();
-    float* scr = scratch_.data();
-    std::fill(scr + (size_t)lat.m * lp_, scr + (size_t)(lat.m + 1) * lp_, 0.0f);  // the missing-neighbour row
-    float* src = (d1 % 2) ? scr : own;
-    float* dst = (d1 % 2) ? own : scr;
-    ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->splat(lat, qp, lp_, src, b, e); }, 512);
+    float* src = glob_a_.data();
+    float* dst = glob_b_.data();
+    std::fill(src + (size_t)lat.m * lp_, src + (size_t)(lat.m + 1) * lp_, 0.0f);  // the missing-neighbour row
+    std::fill(dst + (size_t)lat.m * lp_, dst + (size_t)(lat.m + 1) * lp_, 0.0f);
+    ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->reduce(lat, k.acc.data(), lp_, src, b, e); }, 1024);
     for (int j = 0; j < d1; ++j) {
       ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->blur(lat, j, src, dst, lp_, b, e); }, 1024);
       std::swap(src, dst);
     }
+    ex.parallel_for(lat.rows(), [&](int64_t b, int64_t e) { ks_->distribute(lat, src, lp_, k.vals.data(), b, e); },
+                    2048);
   }
 }
 
 void DenseCrf::initial_q(float* qp, Executor& ex) {
   ensure_unary();
   ex.parallel_for(n_, [&](int64_t b, int64_t e) {
-    if (ks_->update(lp_, 0, nullptr, neg_u_.get(), qp, b, e, nullptr, 0, 0)) return;
+    if (ks_->update(lp_, 0, nullptr, neg_u_.get(), b, e, qp, nullptr, labels_, n_)) return;
     for (int64_t p = b; p < e; ++p) {
       float* q = qp + p * lp_;
       const float* u = neg_u_.get() + p * lp_;
@@ -244,28 +255,61 @@ void DenseCrf::initial_q(float* qp, Executor& ex) {
 
 void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
   ensure_unary();
-  const int nk = (int)kernels_.size();
-  std::vector<crf::CompatView> views(nk);
-  for (int k = 0; k < nk; ++k)
-    views[k] = crf::CompatView{kernels_[k]->type, kernels_[k]->w, kernels_[k]->compat.data()};
-  std::vector<UpdateKernel> uks(nk);
-  for (int it = 0; it < iterations; ++it) {
-    filter_all(qp, ex);
-    for (int k = 0; k < nk; ++k) uks[k] = UpdateKernel{&kernels_[k]->lat, vals_[k].data(), views[k]};
-    float* out = it + 1 == iterations ? out_lm : nullptr;
-    ex.parallel_for(n_, [&](int64_t b, int64_t e) {
-      if (ks_->update(lp_, nk, uks.data(), neg_u_.get(), qp, b, e, out, labels_, n_)) return;
-      std::vector<float> msg((size_t)std::max(nk, 1) * lp_);
-      for (int64_t p = b; p < e; ++p) {
-        for (int k = 0; k < nk; ++k)
-          slice_pixel(kernels_[k]->lat, p, vals_[k].data(), lp_, msg.data() + (size_t)k * lp_);
-        crf::meanfield_pixel(lp_, neg_u_.get() + p * lp_, nk, msg.data(), lp_, views.data(), qp + p * lp_);
-        if (out)
-          for (int l = 0; l < labels_; ++l) out[(int64_t)l * n_ + p] = qp[p * lp_ + l];
-      }
-    }, 4096);
+  if (iterations == 0) {
+    if (out_lm) to_label_major(qp, out_lm, ex);
+    return;
   }
-  if (iterations == 0 && out_lm) to_label_major(qp, out_lm, ex);
+  const int nk = (int)kernels_.size();
+  if (nk == 0) {  // no pairwise term: every step gives softmax(-U)
+    initial_q(qp, ex);
+    if (out_lm) to_label_major(qp, out_lm, ex);
+    return;
+  }
+  splat_all(qp, ex);
+  std::vector<UpdateKernel> uks(nk);
+  const Lattice& lat0 = kernels_[0]->lat;
+  for (int it = 0; it < iterations; ++it) {
+    propagate_all(ex);
+    const bool last = it + 1 == iterations;
+    for (int k = 0; k < nk; ++k) {
+      Kernel& kk = *kernels_[k];
+      uks[k] = UpdateKernel{&kk.lat, kk.vals.data(), last ? nullptr : kk.acc.data(),
+                            crf::CompatView{kk.type, kk.w, kk.compat.data()}};
+    }
+    float* q_out = last && !out_lm ? qp : nullptr;
+    float* lm = last ? out_lm : nullptr;
+    // One pass over the pixels, chunk by chunk: slice, update and (but in the last step) the splat of the new
+    // Q into the chunk's local rows for the next step.
+    ex.run(lat0.nchunks, [&](int c) {
+      const int64_t pb = lat0.chunk_begin[c], pe = lat0.chunk_begin[c + 1];
+      if (!last)
+        for (auto& kp : kernels_)
+          std::fill(kp->acc.begin() + kp->lat.local_begin[c] * lp_, kp->acc.begin() + kp->lat.local_begin[c + 1] * lp_,
+                    0.0f);
+      if (ks_->update(lp_, nk, uks.data(), neg_u_.get(), pb, pe, q_out, lm, labels_, n_)) return;
+      std::vector<float> msg((size_t)nk * lp_), q(lp_), s(lp_);
+      std::vector<crf::CompatView> views(nk);
+      for (int k = 0; k < nk; ++k) views[k] = uks[k].compat;
+      for (int64_t p = pb; p < pe; ++p) {
+        for (int k = 0; k < nk; ++k) slice_pixel(kernels_[k]->lat, p, uks[k].values, lp_, msg.data() + (size_t)k * lp_);
+        crf::meanfield_pixel(lp_, neg_u_.get() + p * lp_, nk, msg.data(), lp_, views.data(), q.data());
+        for (int k = 0; k < nk; ++k) {
+          if (!uks[k].acc) continue;
+          const Lattice& lat = kernels_[k]->lat;
+          const int d1 = lat.d + 1;
+          for (int l = 0; l < lp_; ++l) s[l] = q[l] * lat.pre[p];
+          for (int r = 0; r < d1; ++r) {
+            float* row = uks[k].acc + (int64_t)lat.offsets[p * d1 + r] * lp_;
+            const float w = lat.bary[p * d1 + r];
+            for (int l = 0; l < lp_; ++l) row[l] += w * s[l];
+          }
+        }
+        if (q_out) std::copy(q.begin(), q.end(), q_out + p * lp_);
+        if (lm)
+          for (int l = 0; l < labels_; ++l) lm[(int64_t)l * n_ + p] = q[l];
+      }
+    });
+  }
 }
 
 void DenseCrf::to_label_major(const float* qp, float* out, Executor& ex) const {
@@ -331,7 +375,7 @@ double DenseCrf::kl_divergence(const float* q, Executor& ex) {
         s += (double)(-nu[l]) * qq[l];
       }
       for (int k = 0; k < nk; ++k) {
-        slice_pixel(kernels_[k]->lat, p, vals_[k].data(), lp_, msg.data());
+        slice_pixel(kernels_[k]->lat, p, kernels_[k]->vals.data(), lp_, msg.data());
         std::fill(acc.begin(), acc.end(), 0.0f);
         const crf::CompatView v{kernels_[k]->type, kernels_[k]->w, kernels_[k]->compat.data()};
         crf::subtract_compat(lp_, v, msg.data(), acc.data());  // acc = -C(K q)

@@ -1,8 +1,10 @@
 // CPU dense CRF: mean-field inference over any number of lattice kernels (no Python types here).
 //
-// Internally Q, -U and messages are pixel-major with the labels padded to `lp` (a multiple of the vector
-// width: 4 for SSE2, 8 for AVX2) so that a
-// pixel's labels are contiguous; padded lanes carry crf::kPadEnergy and stay exactly 0.
+// Internally Q, -U and lattice values are rows of `lp` floats (the labels padded to a multiple of 4) so that a
+// pixel's or vertex's labels are contiguous; padded lanes carry crf::kPadEnergy and stay exactly 0.
+// A mean-field step is one pass over the pixels, chunk by chunk (lattice_cpu.h): slice, update and the splat
+// of the new Q into the chunk's local rows; between steps the partial sums are reduced, blurred and
+// distributed back to the local rows.
 #pragma once
 
 #include <cstdint>
@@ -59,7 +61,7 @@ class DenseCrf {
   int lp() const { return lp_; }
   const char* isa() const { return ks_->name; }
   void initial_q(float* qp, Executor& ex);
-  // `iterations` steps on qp (n * lp); with out_lm the final Q is (also) written as (labels, n) there.
+  // `iterations` steps from qp (n * lp); the final Q goes to out_lm as (labels, n) when given, else to qp.
   void iterate(float* qp, int iterations, Executor& ex, float* out_lm = nullptr);
   void to_label_major(const float* qp, float* out, Executor& ex) const;
   void from_label_major(const float* q, float* qp, Executor& ex) const;
@@ -70,11 +72,18 @@ class DenseCrf {
     int type;
     float w;
     std::vector<float> compat;  // lp (diagonal) or lp*lp (symmetrised matrix), zero padded
+    wvec<float> acc;            // splat of Q into local rows, L * lp
+    wvec<float> vals;           // filtered values in local rows, L * lp
   };
   void add_compat(Kernel& k, const CompatSpec& c);
   void ensure_buffers();
   void ensure_unary();  // zeros when no unary was set
-  void filter_all(const float* qp, Executor& ex);  // splat + blur of every kernel into vals_
+  void splat_all(const float* qp, Executor& ex);  // every kernel's acc <- splat of qp
+  void propagate_all(Executor& ex);              // every kernel's vals <- blur of its reduced acc
+  void filter_all(const float* qp, Executor& ex) {
+    splat_all(qp, ex);
+    propagate_all(ex);
+  }
 
   const KernelSet* ks_;
   int64_t n_;
@@ -83,8 +92,7 @@ class DenseCrf {
   bool has_unary_ = false;
   WsArray<float> neg_u_;  // n * lp
   std::vector<std::unique_ptr<Kernel>> kernels_;
-  std::vector<wvec<float>> vals_;  // per kernel: its filtered values, (m+1) * lp (row m stays 0)
-  wvec<float> scratch_;            // shared blur ping-pong table, (max m + 1) * lp
+  wvec<float> glob_a_, glob_b_;  // shared blur ping-pong tables, (max m + 1) * lp (row m stays 0)
 };
 
 struct ImageCrfParams {

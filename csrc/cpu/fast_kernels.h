@@ -1,113 +1,164 @@
-// Register-blocked filter and update kernels for a compile-time padded label count LP = VW * NV: a vertex's
-// or pixel's labels stay in NV vector registers for a whole gather, so nothing is re-read or re-written
-// per entry. Semantics as lattice_cpu.cpp's generic splat_rows/blur_rows/slice_pixel and
+// Register-blocked filter and update kernels for a compile-time padded label count LP (a multiple of 4): a
+// row of labels stays in registers (Row<LP>, cpu/simd.h) for a whole slice or splat. Semantics as
+// lattice_cpu.cpp's generic splat_chunk/reduce_rows/blur_rows/distribute_rows/slice_pixel and
 // crf::meanfield_pixel.
 // Included (after cpu/simd.h) inside an ISA namespace by kernels_sse.cpp / kernels_avx2.cpp.
 
-template <int NV>
-void splat_rows_v(const Lattice& lat, const float* __restrict q, float* __restrict values, int64_t vb, int64_t ve) {
-  constexpr int LP = VW * NV;
-  const CsrEntry* __restrict csr = lat.csr.data();
-  const int64_t* __restrict st = lat.csr_start.data();
-  for (int64_t v = vb; v < ve; ++v) {
-    v4f acc[NV];
-    for (int i = 0; i < NV; ++i) acc[i] = v4_set1(0.0f);
-    const int64_t e = st[v + 1];
-    for (int64_t k = st[v]; k < e; ++k) {
-      __builtin_prefetch(q + (int64_t)csr[k + 12].pixel * LP);  // csr has 16 padding entries at the end
-      const v4f w = v4_set1(csr[k].w);
-      const float* src = q + (int64_t)csr[k].pixel * LP;
-      for (int i = 0; i < NV; ++i) acc[i] += w * v4_load(src + VW * i);
+template <int LP>
+void splat_chunk_v(const Lattice& lat, int c, const float* __restrict q, float* __restrict acc) {
+  using R = Row<LP>;
+  const int d1 = lat.d + 1;
+  std::memset(acc + lat.local_begin[c] * LP, 0, sizeof(float) * LP * (lat.local_begin[c + 1] - lat.local_begin[c]));
+  const int32_t* __restrict off = lat.offsets.data();
+  const float* __restrict bary = lat.bary.data();
+  const float* __restrict pre = lat.pre.data();
+  for (int64_t p = lat.chunk_begin[c]; p < lat.chunk_begin[c + 1]; ++p) {
+    const R s = R::load(q + p * LP).scaled(pre[p]);
+    for (int r = 0; r < d1; ++r) {
+      float* row = acc + (int64_t)off[p * d1 + r] * LP;
+      R a = R::load(row);
+      a.fma(bary[p * d1 + r], s);
+      a.store(row);
     }
-    float* out = values + v * LP;
-    for (int i = 0; i < NV; ++i) v4_store(out + VW * i, acc[i]);
   }
 }
 
-template <int NV>
+template <int LP>
+void reduce_rows_v(const Lattice& lat, const float* __restrict acc, float* __restrict global, int64_t vb, int64_t ve) {
+  using R = Row<LP>;
+  const int32_t* __restrict gs = lat.gather_start.data();
+  const int32_t* __restrict gr = lat.gather_rows.data();
+  for (int64_t v = vb; v < ve; ++v) {
+    R a = R::load(acc + (int64_t)gr[gs[v]] * LP);
+    for (int32_t k = gs[v] + 1; k < gs[v + 1]; ++k) a.add(R::load(acc + (int64_t)gr[k] * LP));
+    a.store(global + v * LP);
+  }
+}
+
+template <int LP>
 void blur_rows_v(const Lattice& lat, int j, const float* __restrict src, float* __restrict dst, int64_t vb,
                  int64_t ve) {
-  constexpr int LP = VW * NV;
+  using R = Row<LP>;
   const int32_t* __restrict nb = lat.nbr.data() + (size_t)j * lat.m * 2;
-  const v4f half = v4_set1(0.5f);
   for (int64_t v = vb; v < ve; ++v) {
-    const float* a = src + (int64_t)nb[2 * v] * LP;
-    const float* b = src + (int64_t)nb[2 * v + 1] * LP;
-    const float* o = src + v * LP;
-    float* out = dst + v * LP;
-    for (int i = 0; i < NV; ++i)
-      v4_store(out + VW * i, v4_load(o + VW * i) + half * (v4_load(a + VW * i) + v4_load(b + VW * i)));
+    R a = R::load(src + (int64_t)nb[2 * v] * LP);
+    a.add(R::load(src + (int64_t)nb[2 * v + 1] * LP));
+    R o = R::load(src + v * LP);
+    o.fma(0.5f, a);
+    o.store(dst + v * LP);
   }
 }
 
-// Slice of pixel p into registers (post-normalisation and alpha applied).
-template <int NV>
-inline void slice_v(const Lattice& lat, int64_t p, const float* __restrict values, v4f* acc) {
-  constexpr int LP = VW * NV;
-  const int d1 = lat.d + 1;
-  const int32_t* off = lat.offsets.data() + p * d1;
-  const float* w = lat.bary.data() + p * d1;
-  for (int i = 0; i < NV; ++i) acc[i] = v4_set1(0.0f);
-  for (int r = 0; r < d1; ++r) {
-    const float* s = values + (int64_t)off[r] * LP;
-    const v4f wr = v4_set1(w[r]);
-    for (int i = 0; i < NV; ++i) acc[i] += wr * v4_load(s + VW * i);
-  }
-  const v4f post = v4_set1(lat.post[p]);
-  for (int i = 0; i < NV; ++i) acc[i] *= post;
+template <int LP>
+void distribute_rows_v(const Lattice& lat, const float* __restrict global, float* __restrict local, int64_t kb,
+                       int64_t ke) {
+  using R = Row<LP>;
+  const int32_t* __restrict tg = lat.to_global.data();
+  for (int64_t k = kb; k < ke; ++k) R::load(global + (int64_t)tg[k] * LP).store(local + k * LP);
 }
 
-// q[p] <- softmax(-U[p] - sum_k C_k(slice_k(p))) for p in [pb, pe). With out_lm set, the result goes to
-// out_lm (labels, n) instead (the last iteration writes the caller's layout directly).
-template <int NV>
-void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg_u, float* __restrict q, int64_t pb,
-                     int64_t pe, float* __restrict out_lm = nullptr, int labels = 0, int64_t n = 0) {
-  constexpr int LP = VW * NV;
-  for (int64_t p = pb; p < pe; ++p) {
-    v4f t[NV];
-    const float* nu = neg_u + p * LP;
-    for (int i = 0; i < NV; ++i) t[i] = v4_load(nu + VW * i);
+// The fused mean-field step for pixels [pb, pe) of one chunk: slice every kernel, compatibility, unary and
+// softmax, then the splat of the new Q for the next step. A block of kBlockPixels pixels goes through each
+// phase in turn (energies kernel by kernel, softmax, splat kernel by kernel): the loops are short and
+// uniform (one kernel, a compile-time number of vertices), and the long dependency chain of one pixel (slice
+// sums, max, exp, sum, division) overlaps with the next pixels' instead of stalling the core.
+constexpr int kBlockPixels = 16;
+
+// t[i] -= C(slice of pixel p0 + i) for the kernel, i < nb (D1: vertices per pixel, 0 = run time).
+template <int LP, int D1>
+inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, float* __restrict tb) {
+  using R = Row<LP>;
+  const Lattice& lat = *k.lat;
+  const int d1 = D1 > 0 ? D1 : lat.d + 1;
+  const int32_t* __restrict off = lat.offsets.data() + p0 * d1;
+  const float* __restrict w = lat.bary.data() + p0 * d1;
+  const float* __restrict post = lat.post.data() + p0;
+  const float* __restrict vals = k.values;
+  const crf::CompatView c = k.compat;
+  for (int i = 0; i < nb; ++i, off += d1, w += d1) {
+    R m = R::zero();
+    for (int r = 0; r < d1; ++r) m.fma_mem(w[r], vals + (int64_t)off[r] * LP);
+    m.scale(post[i]);
+    R t = R::load(tb + i * LP);
+    if (c.type == crf::COMPAT_POTTS) {
+      t.fma(c.w, m);
+    } else if (c.type == crf::COMPAT_DIAGONAL) {
+      t.sub_mul_mem(c.data, m);
+    } else {
+      alignas(32) float mf[LP], tf[LP];
+      m.store(mf);
+      t.store(tf);
+      for (int l = 0; l < LP; ++l) {
+        const float* row = c.data + l * LP;
+        float s = 0.0f;
+        for (int jj = 0; jj < LP; ++jj) s += row[jj] * mf[jj];
+        tf[l] -= s;
+      }
+      t = R::load(tf);
+    }
+    t.store(tb + i * LP);
+  }
+}
+
+// The kernel's acc rows += bary * pre * q for pixels p0 + i, i < nb, in pixel order (D1: vertices per pixel,
+// 0 = run time). (Keeping a run of pixels' shared rows in registers measured slower: spills.)
+template <int LP, int D1>
+inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* __restrict tb) {
+  using R = Row<LP>;
+  const Lattice& lat = *k.lat;
+  const int d1 = D1 > 0 ? D1 : lat.d + 1;
+  const int32_t* __restrict off = lat.offsets.data() + p0 * d1;
+  const float* __restrict w = lat.bary.data() + p0 * d1;
+  const float* __restrict pre = lat.pre.data() + p0;
+  float* __restrict acc = k.acc;
+  for (int i = 0; i < nb; ++i, off += d1, w += d1) {
+    const R s = R::load(tb + i * LP).scaled(pre[i]);
+    for (int r = 0; r < d1; ++r) {
+      float* row = acc + (int64_t)off[r] * LP;
+      R a = R::load(row);
+      a.fma(w[r], s);
+      a.store(row);
+    }
+  }
+}
+
+template <int LP>
+void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg_u, int64_t pb, int64_t pe,
+                     float* __restrict q_out, float* __restrict out_lm, int labels, int64_t n) {
+  using R = Row<LP>;
+  alignas(64) float tb[kBlockPixels * LP];
+  for (int64_t p0 = pb; p0 < pe; p0 += kBlockPixels) {
+    const int nb = (int)std::min<int64_t>(kBlockPixels, pe - p0);
+    // Energies: -U - sum_k C_k(slice_k).
+    std::memcpy(tb, neg_u + p0 * LP, sizeof(float) * LP * nb);
     for (int k = 0; k < nk; ++k) {
-      v4f m[NV];
-      slice_v<NV>(*ks[k].lat, p, ks[k].values, m);
-      const crf::CompatView& c = ks[k].compat;
-      if (c.type == crf::COMPAT_POTTS) {
-        const v4f w = v4_set1(c.w);
-        for (int i = 0; i < NV; ++i) t[i] += w * m[i];
-      } else if (c.type == crf::COMPAT_DIAGONAL) {
-        for (int i = 0; i < NV; ++i) t[i] -= v4_load(c.data + VW * i) * m[i];
-      } else {
-        float mf[LP], tf[LP];
-        for (int i = 0; i < NV; ++i) {
-          v4_store(mf + VW * i, m[i]);
-          v4_store(tf + VW * i, t[i]);
-        }
-        for (int l = 0; l < LP; ++l) {
-          const float* row = c.data + l * LP;
-          float s = 0.0f;
-          for (int jj = 0; jj < LP; ++jj) s += row[jj] * mf[jj];
-          tf[l] -= s;
-        }
-        for (int i = 0; i < NV; ++i) t[i] = v4_load(tf + VW * i);
+      switch (ks[k].lat->d) {
+        case 2: energies_block<LP, 3>(ks[k], p0, nb, tb); break;
+        case 5: energies_block<LP, 6>(ks[k], p0, nb, tb); break;
+        default: energies_block<LP, 0>(ks[k], p0, nb, tb); break;
       }
     }
-    v4f mx = t[0];
-    for (int i = 1; i < NV; ++i) mx = v4_max(mx, t[i]);
-    const v4f vmx = v4_allmax(mx);
-    v4f s = v4_set1(0.0f);
-    for (int i = 0; i < NV; ++i) {
-      t[i] = v4_exp_nonpos(t[i] - vmx);
-      s += t[i];
+    // Softmax: VW pixels at a time across pixels, the rest row by row.
+    int i0 = 0;
+    for (; i0 + VW <= nb; i0 += VW) softmax_rows_across<LP>(tb + i0 * LP, labels);
+    for (int i = i0; i < nb; ++i) {
+      R t = R::load(tb + i * LP);
+      const float sum = t.exp_sub_sum(t.max_all());
+      t.scale(1.0f / sum);
+      t.store(tb + i * LP);
     }
-    const v4f inv = 1.0f / v4_allsum(s);
-    if (out_lm) {
-      float tf[LP];
-      for (int i = 0; i < NV; ++i) v4_store(tf + VW * i, t[i] * inv);
-      for (int l = 0; l < labels; ++l) out_lm[(int64_t)l * n + p] = tf[l];
-    } else {
-      float* out = q + p * LP;
-      for (int i = 0; i < NV; ++i) v4_store(out + VW * i, t[i] * inv);
+    // Splat of the new Q, kernel by kernel.
+    for (int k = 0; k < nk; ++k) {
+      if (!ks[k].acc) continue;
+      switch (ks[k].lat->d) {
+        case 2: splat_block<LP, 3>(ks[k], p0, nb, tb); break;
+        case 5: splat_block<LP, 6>(ks[k], p0, nb, tb); break;
+        default: splat_block<LP, 0>(ks[k], p0, nb, tb); break;
+      }
     }
+    if (q_out) std::memcpy(q_out + p0 * LP, tb, sizeof(float) * LP * nb);
+    if (out_lm)
+      for (int l = 0; l < labels; ++l)
+        for (int i = 0; i < nb; ++i) out_lm[(int64_t)l * n + p0 + i] = tb[i * LP + l];
   }
 }
-

@@ -13,20 +13,26 @@ namespace cpu {
 // A kernel as the per-pixel update needs it.
 struct UpdateKernel {
   const Lattice* lat;
-  const float* values;  // filtered values, (m+1) x lp
+  const float* values;  // its filtered values in local rows (L x lp), sliced
+  float* acc;           // local rows (L x lp) that receive the splat of the new Q, or null (no splat)
   crf::CompatView compat;
 };
 
 struct KernelSet {
   const char* name;  // "avx2" or "sse2"
-  int vw;            // vector width: padded label counts are multiples of it
-  // values rows [vb, ve) <- splat of q (n x lp)
-  void (*splat)(const Lattice& lat, const float* q, int lp, float* values, int64_t vb, int64_t ve);
+  // acc local rows of chunk c <- scatter of q (n x lp) times pre
+  void (*splat)(const Lattice& lat, int c, const float* q, int lp, float* acc);
+  // global rows [vb, ve) <- sum of their local rows
+  void (*reduce)(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve);
   // dst rows [vb, ve) <- blur of src along axis j
   void (*blur)(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve);
-  // q rows [pb, pe) <- softmax(-U - sum_k C_k(slice_k)); with out_lm, written there as (labels, n) instead.
-  // Returns false when lp has no register-blocked version (the caller then uses the generic path).
-  bool (*update)(int lp, int nk, const UpdateKernel* ks, const float* neg_u, float* q, int64_t pb, int64_t pe,
+  // local rows [kb, ke) <- their global rows
+  void (*distribute)(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke);
+  // Pixels [pb, pe) (within one chunk): q = softmax(-U - sum_k C_k(slice_k)), then splatted into the acc of
+  // every kernel that has one (the caller zeroes the chunk's rows first); q is written to q_out (n x lp) and
+  // out_lm ((labels, n)) where given (lanes >= labels are padding: 0 in q_out). Returns false when lp has no register-blocked version (the caller then
+  // uses the generic path).
+  bool (*update)(int lp, int nk, const UpdateKernel* ks, const float* neg_u, int64_t pb, int64_t pe, float* q_out,
                  float* out_lm, int labels, int64_t n);
   // out[i] = log(in[i]) for positive normal floats
   void (*log_pos)(const float* in, float* out, int64_t count);
@@ -37,9 +43,8 @@ const KernelSet& kernels_avx2();  // only valid where cpu_has_avx2()
 bool cpu_has_avx2();
 // The set for this CPU (AVX2 + FMA when present), unless PYSEG_CPU_ISA=sse2 asks for the baseline.
 const KernelSet& best_kernels();
-// The set used for `labels` labels: best_kernels(), unless its wider vectors would need more padding
-// (PYSEG_CPU_ISA=avx2 forces AVX2 anyway, PYSEG_CPU_ISA=sse2 forces the baseline; for timing experiments).
-const KernelSet& kernels_for_labels(int labels);
+// Rows of a pixel's or vertex's labels are padded to a multiple of this many floats (both sets handle it).
+constexpr int kLabelPad = 4;
 
 }  // namespace cpu
 }  // namespace pyseg

@@ -1,4 +1,5 @@
 // Body of kernels_sse.cpp / kernels_avx2.cpp: define PYSEG_VW and PYSEG_ISA (namespace name) first.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -18,50 +19,76 @@ namespace PYSEG_ISA {
 #include "cpu/simd.h"
 #include "cpu/fast_kernels.h"
 
-constexpr int kMaxNV = 32 / VW;  // register-blocked up to 32 labels
+constexpr int kMaxLP = 32;  // register-blocked up to 32 labels; more take the generic path
 
-template <int NV>
+// Finds the compiled LP for a run-time lp (a multiple of kLabelPad).
+template <int LP>
 struct Dispatch {
-  static void splat(const Lattice& lat, const float* q, int lp, float* values, int64_t vb, int64_t ve) {
-    if (lp == NV * VW)
-      splat_rows_v<NV>(lat, q, values, vb, ve);
+  static void splat(const Lattice& lat, int c, const float* q, int lp, float* acc) {
+    if (lp == LP)
+      splat_chunk_v<LP>(lat, c, q, acc);
     else
-      Dispatch<NV + 1>::splat(lat, q, lp, values, vb, ve);
+      Dispatch<LP + kLabelPad>::splat(lat, c, q, lp, acc);
+  }
+  static void reduce(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve) {
+    if (lp == LP)
+      reduce_rows_v<LP>(lat, acc, global, vb, ve);
+    else
+      Dispatch<LP + kLabelPad>::reduce(lat, acc, lp, global, vb, ve);
   }
   static void blur(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve) {
-    if (lp == NV * VW)
-      blur_rows_v<NV>(lat, j, src, dst, vb, ve);
+    if (lp == LP)
+      blur_rows_v<LP>(lat, j, src, dst, vb, ve);
     else
-      Dispatch<NV + 1>::blur(lat, j, src, dst, lp, vb, ve);
+      Dispatch<LP + kLabelPad>::blur(lat, j, src, dst, lp, vb, ve);
   }
-  static bool update(int lp, int nk, const UpdateKernel* ks, const float* neg_u, float* q, int64_t pb, int64_t pe,
+  static void distribute(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke) {
+    if (lp == LP)
+      distribute_rows_v<LP>(lat, global, local, kb, ke);
+    else
+      Dispatch<LP + kLabelPad>::distribute(lat, global, lp, local, kb, ke);
+  }
+  static bool update(int lp, int nk, const UpdateKernel* ks, const float* neg_u, int64_t pb, int64_t pe, float* q_out,
                      float* out_lm, int labels, int64_t n) {
-    if (lp == NV * VW) {
-      update_pixels_v<NV>(nk, ks, neg_u, q, pb, pe, out_lm, labels, n);
+    if (lp == LP) {
+      update_pixels_v<LP>(nk, ks, neg_u, pb, pe, q_out, out_lm, labels, n);
       return true;
     }
-    return Dispatch<NV + 1>::update(lp, nk, ks, neg_u, q, pb, pe, out_lm, labels, n);
+    return Dispatch<LP + kLabelPad>::update(lp, nk, ks, neg_u, pb, pe, q_out, out_lm, labels, n);
   }
 };
 
 template <>
-struct Dispatch<kMaxNV + 1> {
-  static void splat(const Lattice& lat, const float* q, int lp, float* values, int64_t vb, int64_t ve) {
-    splat_rows(lat, q, lp, values, vb, ve);
+struct Dispatch<kMaxLP + kLabelPad> {
+  static void splat(const Lattice& lat, int c, const float* q, int lp, float* acc) { splat_chunk(lat, c, q, lp, acc); }
+  static void reduce(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve) {
+    reduce_rows(lat, acc, lp, global, vb, ve);
   }
   static void blur(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve) {
     blur_rows(lat, j, src, dst, lp, vb, ve);
   }
-  static bool update(int, int, const UpdateKernel*, const float*, float*, int64_t, int64_t, float*, int, int64_t) {
+  static void distribute(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke) {
+    distribute_rows(lat, global, lp, local, kb, ke);
+  }
+  static bool update(int, int, const UpdateKernel*, const float*, int64_t, int64_t, float*, float*, int, int64_t) {
     return false;
   }
 };
 
 static void log_pos(const float* in, float* out, int64_t count) {
   int64_t i = 0;
-  for (; i + VW <= count; i += VW) v4_store(out + i, v4_log_pos(v4_load(in + i)));
+  for (; i + VW <= count; i += VW) vstore(out + i, vlog_pos(vload<vw_t>(in + i)));
   for (; i < count; ++i) out[i] = crf::fast_log_pos(in[i]);
 }
+
+// The kernel set of this ISA.
+static const KernelSet kSet{PYSEG_ISA_NAME,
+                            &Dispatch<kLabelPad>::splat,
+                            &Dispatch<kLabelPad>::reduce,
+                            &Dispatch<kLabelPad>::blur,
+                            &Dispatch<kLabelPad>::distribute,
+                            &Dispatch<kLabelPad>::update,
+                            &log_pos};
 
 }  // namespace PYSEG_ISA
 }  // namespace cpu

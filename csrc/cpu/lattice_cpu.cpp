@@ -1,5 +1,6 @@
 #include "cpu/lattice_cpu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "cpu/key_table.h"
+#include "cpu/lattice_simd.h"
 #include "crf/lattice.h"
 
 #ifdef PYSEG_PROFILE
@@ -17,7 +19,7 @@
 #define PYSEG_TICK(name)                                             \
   do {                                                               \
     timespec ts_;                                                    \
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts_);                    \
+    clock_gettime(CLOCK_MONOTONIC, &ts_);                    \
     const double now_ = ts_.tv_sec * 1e3 + ts_.tv_nsec * 1e-6;       \
     std::fprintf(stderr, "  d=%d %-10s %.2f ms\n", d, name, now_ - prof_t); \
     prof_t = now_;                                                   \
@@ -31,8 +33,6 @@
 namespace pyseg {
 namespace cpu {
 namespace {
-
-constexpr int64_t kMinPointsPerChunk = 8192;
 
 // Array size for per-point scratch (d+2 entries); a struct constant because GCC 12 crashes on a local
 // constexpr used inside the lambdas below.
@@ -122,6 +122,11 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
                                 std::to_string(n) + ", d = " + std::to_string(d));
   lat.d = d;
   lat.n = n;
+  const int64_t chunk = lattice_chunk_size(n);
+  const int nchunks = (int)((n + chunk - 1) / chunk);
+  lat.nchunks = nchunks;
+  lat.chunk_begin.resize(nchunks + 1);
+  for (int c = 0; c <= nchunks; ++c) lat.chunk_begin[c] = std::min<int64_t>(n, (int64_t)c * chunk);
   // Every entry is written by the point pass below (or the build throws).
   lat.offsets.clear();
   lat.offsets.resize(n * d1);
@@ -133,16 +138,17 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   PYSEG_TICK("start");
 #endif
 
-  const int nchunks = (int)std::max<int64_t>(1, std::min<int64_t>(ex.threads(), n / kMinPointsPerChunk));
   std::vector<KeyTable<D>> local;
   local.reserve(nchunks);
-  for (int c = 0; c < nchunks; ++c) local.emplace_back(d, n / nchunks / 8 + 64);
+  for (int c = 0; c < nchunks; ++c) local.emplace_back(d, chunk / 8 + 64);
   std::vector<int64_t> bad(nchunks, -1);
 
-  // 1) per chunk of points: lattice point, barycentric weights, vertices in a chunk-local table. Consecutive
-  //    points often fall in the same simplex: then only the weights change; a simplex seen a little earlier
-  //    (e.g. in the row above) is found in a direct-mapped simplex cache without hashing its d+1 vertices.
-  ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
+  // 1) per chunk of points: lattice point, barycentric weights, vertices in the chunk's table (offsets hold
+  //    chunk-relative rows until step 4). Consecutive points often fall in the same simplex: then only the
+  //    weights change; a simplex seen a little earlier (e.g. in the row above) is found in a direct-mapped
+  //    simplex cache without hashing its d+1 vertices.
+  ex.run(nchunks, [&](int c) {
+    const int64_t b = lat.chunk_begin[c], e = lat.chunk_begin[c + 1];
     KeyTable<D>& tab = local[c];
     std::vector<SimplexSlot<D>> scache(D > 0 ? (size_t(1) << kSimplexCacheBits) : 1);
     float f[Scratch<D>::kSize];
@@ -152,15 +158,8 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     for (int i = 0; i < Scratch<D>::kSize; ++i) prev_rem0[i] = prev_rank[i] = prev2_rem0[i] = prev2_rank[i] = 0;
     float bary[Scratch<D>::kSize + 1];
     bool have_prev = false;
-    const int64_t fw = feat.width();
-    int64_t fx = b % fw, fy = b / fw;
-    for (int64_t p = b; p < e; ++p, ++fx) {
-      if (fx == fw) fx = 0, ++fy;
-      feat(p, fx, fy, f);
-      if (!crf::lattice_point<D>(d, f, sc, rem0, rank, bary)) {
-        bad[c] = p;
-        return;
-      }
+    // Places point p (its lattice point computed) in the chunk's vertices.
+    auto place = [&](int64_t p, const int* rem0, const int* rank, const float* bary) {
       float* bo = lat.bary.data() + p * d1;
       for (int r = 0; r < d1; ++r) bo[r] = bary[r];
       // Two-entry simplex cache: along a row, points often alternate between two simplices.
@@ -212,6 +211,39 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       }
       int32_t* oo = lat.offsets.data() + p * d1;
       for (int r = 0; r < d1; ++r) oo[r] = ids[r];
+    };
+    const int64_t fw = feat.width();
+    int64_t p = b;
+#if defined(PYSEG_HAVE_AVX2_KERNELS)
+    if constexpr (D == 2 || D == 3 || D == 5) {
+      // 8 lattice points at a time (bitwise the same as one by one); a group with a point out of range is
+      // left to the scalar loop below, which reports it.
+      if (lattice_simd_enabled()) {
+        alignas(32) float f8[D * 8];
+        int r8[8 * (D + 1)], k8[8 * (D + 1)];
+        float b8[8 * (D + 2)];
+        for (; p + 8 <= e; p += 8) {
+          int64_t x = p % fw, y = p / fw;
+          for (int l = 0; l < 8; ++l, ++x) {
+            if (x == fw) x = 0, ++y;
+            feat(p + l, x, y, f);
+            for (int i = 0; i < D; ++i) f8[i * 8 + l] = f[i];
+          }
+          if (!lattice_points8<D>(f8, sc, r8, k8, b8)) break;
+          for (int l = 0; l < 8; ++l) place(p + l, r8 + l * (D + 1), k8 + l * (D + 1), b8 + l * (D + 2));
+        }
+      }
+    }
+#endif
+    int64_t fx = p % fw, fy = p / fw;
+    for (; p < e; ++p, ++fx) {
+      if (fx == fw) fx = 0, ++fy;
+      feat(p, fx, fy, f);
+      if (!crf::lattice_point<D>(d, f, sc, rem0, rank, bary)) {
+        bad[c] = p;
+        return;
+      }
+      place(p, rem0, rank, bary);
     }
   });
   for (int c = 0; c < nchunks; ++c) {
@@ -223,60 +255,42 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   }
 
   PYSEG_TICK("points");
-  // 2) merge the chunk tables (vertex numbering depends on the chunking; results do not).
-  KeyTable<D> table(d, local.size() == 1 ? 64 : local[0].size() * 2);
-  std::vector<wvec<int32_t>> remap(nchunks);
+  // 2) the global vertices: the chunks' keys merged in chunk order (local row k -> to_global[k]).
+  lat.local_begin.assign(nchunks + 1, 0);
+  for (int c = 0; c < nchunks; ++c) lat.local_begin[c + 1] = lat.local_begin[c] + local[c].size();
+  const int64_t rows = lat.local_begin[nchunks];  // <= n (d+1) < 2^31
+  lat.to_global.clear();
+  lat.to_global.resize(rows);
+  KeyTable<D> table(d, 64);
   if (nchunks == 1) {
     table = std::move(local[0]);
+    for (int64_t k = 0; k < rows; ++k) lat.to_global[k] = (int32_t)k;
   } else {
+    table = KeyTable<D>(d, local[0].size() * 2);
     for (int c = 0; c < nchunks; ++c) {
-      remap[c].resize(local[c].size());
-      for (int i = 0; i < local[c].size(); ++i) remap[c][i] = table.find_or_insert(local[c].key(i));
+      int32_t* tg = lat.to_global.data() + lat.local_begin[c];
+      for (int i = 0; i < local[c].size(); ++i) tg[i] = table.find_or_insert(local[c].key(i));
       local[c] = KeyTable<D>(d, 1);
     }
-    ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
-      const int32_t* rm = remap[c].data();
-      for (int64_t i = b * d1; i < e * d1; ++i) lat.offsets[i] = rm[lat.offsets[i]];
-    });
   }
   const int m = table.size();
   lat.m = m;
+#ifdef PYSEG_PROFILE
+  std::fprintf(stderr, "  d=%d n=%lld m=%d rows=%lld chunks=%d\n", d, (long long)n, m, (long long)rows, nchunks);
+#endif
+  // The local rows of each vertex, in chunk order (the reduce adds them in this order).
+  lat.gather_start.assign(m + 1, 0);
+  for (int64_t k = 0; k < rows; ++k) ++lat.gather_start[lat.to_global[k] + 1];
+  for (int v = 0; v < m; ++v) lat.gather_start[v + 1] += lat.gather_start[v];
+  lat.gather_rows.clear();
+  lat.gather_rows.resize(rows);
+  {
+    std::vector<int32_t> at(lat.gather_start.begin(), lat.gather_start.end() - 1);
+    for (int64_t k = 0; k < rows; ++k) lat.gather_rows[at[lat.to_global[k]]++] = (int32_t)k;
+  }
 
   PYSEG_TICK("merge");
-  // 3) CSR transpose (vertex -> entries in ascending point order), counted per chunk for a parallel fill.
-  wvec<int64_t> pos((size_t)nchunks * m, 0);
-  ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
-    int64_t* cnt = pos.data() + (size_t)c * m;
-    for (int64_t i = b * d1; i < e * d1; ++i) ++cnt[lat.offsets[i]];
-  });
-  lat.csr_start.assign(m + 1, 0);
-  int64_t run = 0;
-  for (int v = 0; v < m; ++v) {
-    lat.csr_start[v] = run;
-    for (int c = 0; c < nchunks; ++c) {
-      int64_t& slot = pos[(size_t)c * m + v];
-      const int64_t k = slot;
-      slot = run;
-      run += k;
-    }
-  }
-  lat.csr_start[m] = run;
-  // Entries [0, run) are all written by the fill below; 16 spare zero entries: the splat prefetches ahead.
-  lat.csr.clear();
-  lat.csr.resize(run + 16);
-  for (int64_t k = run; k < run + 16; ++k) lat.csr[k] = CsrEntry{0, 0.0f};
-  ex.parallel_chunks(n, nchunks, [&](int c, int64_t b, int64_t e) {
-    int64_t* at = pos.data() + (size_t)c * m;
-    for (int64_t p = b; p < e; ++p)
-      for (int r = 0; r < d1; ++r) {
-        const int64_t i = p * d1 + r;
-        lat.csr[at[lat.offsets[i]]++] = CsrEntry{(int32_t)p, lat.bary[i]};
-      }
-  });
-  wvec<int64_t>().swap(pos);
-
-  PYSEG_TICK("csr");
-  // 4) blur neighbours.
+  // 3) blur neighbours.
   lat.nbr.assign((size_t)d1 * m * 2, m);
   ex.parallel_for(m, [&](int64_t b, int64_t e) {
     // All 2(d+1) neighbour keys of a vertex first, their slots prefetched, then the probes.
@@ -301,44 +315,48 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   }, 2048);
 
   PYSEG_TICK("neighbours");
-  // 5) normalisation: norm = filter(ones) (alpha included), as the reference computes it.
+  // 4) normalisation: norm = filter(ones) (alpha included), as the reference computes it. Its splat also
+  //    turns the chunk-relative offsets into rows of the concatenated local arrays.
   const float alpha = crf::lattice_alpha(d);
-  lat.post.assign(n, alpha);
-  wvec<float> va(m + 1, 0.0f), vb(m + 1, 0.0f);
-  ex.parallel_for(m, [&](int64_t b, int64_t e) {
-    for (int64_t v = b; v < e; ++v) {
-      float s = 0.0f;
-      for (int64_t k = lat.csr_start[v]; k < lat.csr_start[v + 1]; ++k) s += lat.csr[k].w;
-      va[v] = s;
+  wvec<float> acc(rows, 0.0f), vl(rows), va(m + 1, 0.0f), vb(m + 1, 0.0f);
+  ex.run(nchunks, [&](int c) {
+    const int32_t base = (int32_t)lat.local_begin[c];
+    int32_t* off = lat.offsets.data();
+    const float* w = lat.bary.data();
+    for (int64_t i = lat.chunk_begin[c] * d1; i < lat.chunk_begin[c + 1] * d1; ++i) {
+      off[i] += base;
+      acc[off[i]] += w[i];
     }
   });
+  ex.parallel_for(m, [&](int64_t b, int64_t e) { reduce_rows(lat, acc.data(), 1, va.data(), b, e); }, 4096);
   for (int j = 0; j < d1; ++j) {
     ex.parallel_for(m, [&](int64_t b, int64_t e) { blur_rows(lat, j, va.data(), vb.data(), 1, b, e); });
     va.swap(vb);
   }
-  wvec<float> pre;
-  if (normalization == crf::NORMALIZE_SYMMETRIC || normalization == crf::NORMALIZE_BEFORE) pre.resize(n);
+  ex.parallel_for(rows, [&](int64_t b, int64_t e) { distribute_rows(lat, va.data(), 1, vl.data(), b, e); }, 8192);
+  lat.pre.clear();
+  lat.pre.resize(n);
+  lat.post.clear();
+  lat.post.resize(n);
   ex.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p) {
       float s = 0.0f;
-      for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * va[lat.offsets[p * d1 + r]];
+      for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * vl[lat.offsets[p * d1 + r]];
       const double norm = (double)(s * alpha);
+      float pre = 1.0f, post = alpha;
       if (normalization == crf::NORMALIZE_SYMMETRIC) {
         const float k = (float)(1.0 / std::sqrt(norm + 1e-20));
-        pre[p] = k;
-        lat.post[p] = alpha * k;
+        pre = k;
+        post = alpha * k;
       } else if (normalization == crf::NORMALIZE_BEFORE) {
-        pre[p] = (float)(1.0 / (norm + 1e-20));
+        pre = (float)(1.0 / (norm + 1e-20));
       } else if (normalization == crf::NORMALIZE_AFTER) {
-        lat.post[p] = alpha * (float)(1.0 / (norm + 1e-20));
+        post = alpha * (float)(1.0 / (norm + 1e-20));
       }
+      lat.pre[p] = pre;
+      lat.post[p] = post;
     }
   });
-  if (!pre.empty()) {
-    ex.parallel_for(lat.csr_start[m], [&](int64_t b, int64_t e) {
-      for (int64_t k = b; k < e; ++k) lat.csr[k].w *= pre[lat.csr[k].pixel];
-    });
-  }
   PYSEG_TICK("norm");
 }
 
@@ -373,18 +391,42 @@ void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, 
   build_impl<5>(lat, 5, n, BilatFeat{&t, feat.width, feat.rgb}, normalization, ex);
 }
 
-void splat_rows(const Lattice& lat, const float* q, int lp, float* values, int64_t vb, int64_t ve) {
-  const CsrEntry* csr = lat.csr.data();
-  const int64_t* st = lat.csr_start.data();
-  for (int64_t v = vb; v < ve; ++v) {
-    float* out = values + v * lp;
-    for (int l = 0; l < lp; ++l) out[l] = 0.0f;
-    for (int64_t k = st[v]; k < st[v + 1]; ++k) {
-      const float w = csr[k].w;
-      const float* src = q + (int64_t)csr[k].pixel * lp;
-      for (int l = 0; l < lp; ++l) out[l] += w * src[l];
+int64_t lattice_chunk_size(int64_t n) {
+  const int64_t base = 32768, max_chunks = 64;
+  return std::max<int64_t>(base, (n + max_chunks - 1) / max_chunks);
+}
+
+void splat_chunk(const Lattice& lat, int c, const float* q, int lp, float* acc) {
+  const int d1 = lat.d + 1;
+  std::fill(acc + lat.local_begin[c] * lp, acc + lat.local_begin[c + 1] * lp, 0.0f);
+  std::vector<float> s(lp);
+  for (int64_t p = lat.chunk_begin[c]; p < lat.chunk_begin[c + 1]; ++p) {
+    for (int l = 0; l < lp; ++l) s[l] = q[p * lp + l] * lat.pre[p];
+    for (int r = 0; r < d1; ++r) {
+      float* row = acc + (int64_t)lat.offsets[p * d1 + r] * lp;
+      const float w = lat.bary[p * d1 + r];
+      for (int l = 0; l < lp; ++l) row[l] += w * s[l];
     }
   }
+}
+
+void reduce_rows(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve) {
+  const int32_t* gs = lat.gather_start.data();
+  const int32_t* gr = lat.gather_rows.data();
+  for (int64_t v = vb; v < ve; ++v) {
+    float* out = global + v * lp;
+    const float* first = acc + (int64_t)gr[gs[v]] * lp;
+    for (int l = 0; l < lp; ++l) out[l] = first[l];
+    for (int32_t k = gs[v] + 1; k < gs[v + 1]; ++k) {
+      const float* src = acc + (int64_t)gr[k] * lp;
+      for (int l = 0; l < lp; ++l) out[l] += src[l];
+    }
+  }
+}
+
+void distribute_rows(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke) {
+  const int32_t* tg = lat.to_global.data();
+  for (int64_t k = kb; k < ke; ++k) std::memcpy(local + k * lp, global + (int64_t)tg[k] * lp, sizeof(float) * lp);
 }
 
 void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve) {
@@ -398,13 +440,13 @@ void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, 
   }
 }
 
-void slice_pixel(const Lattice& lat, int64_t p, const float* values, int lp, float* out) {
+void slice_pixel(const Lattice& lat, int64_t p, const float* local, int lp, float* out) {
   const int d1 = lat.d + 1;
   const int32_t* off = lat.offsets.data() + p * d1;
   const float* w = lat.bary.data() + p * d1;
   for (int l = 0; l < lp; ++l) out[l] = 0.0f;
   for (int r = 0; r < d1; ++r) {
-    const float* src = values + (int64_t)off[r] * lp;
+    const float* src = local + (int64_t)off[r] * lp;
     const float wr = w[r];
     for (int l = 0; l < lp; ++l) out[l] += wr * src[l];
   }

@@ -1,12 +1,21 @@
 // CPU permutohedral lattice: built once per image and kernel, then used for every mean-field iteration.
 //
+// The points are cut into chunks fixed by n alone (never by the thread count, so results are bitwise the same
+// for any number of threads). Each chunk has its own compact numbering of the vertices its points touch, its
+// "local rows"; all chunks' local rows are concatenated (L rows in all). The splat is a scatter in pixel order
+// into the chunk's local rows (no atomics: a chunk is one task), the chunks' partial sums are added per
+// vertex in chunk order ("reduce"), the blur runs on the m global vertices, and the blurred values are copied
+// back to every local row ("distribute") for the slice. Per-pixel work thus touches only the compact rows of
+// its own chunk, which stay in cache.
+//
 // Layout (all dense arrays):
-//   offsets[p*(d+1)+r], bary[p*(d+1)+r]   the vertex and barycentric weight of pixel p for remainder r (slice)
-//   csr_start[v]..csr_start[v+1]          the (pixel, weight) entries splatting into vertex v, ascending pixel
-//                                         order (the splat is a gather: no atomics, same sums as the reference)
-//   nbr[(j*M+v)*2 + 0/1]                  blur neighbours n1/n2 of vertex v along axis j (M = the zero row)
-//   post[p]                               alpha times the normalisation applied after the slice
-// The normalisation applied before the splat is folded into the csr weights.
+//   chunk_begin[c]..chunk_begin[c+1]      the points of chunk c
+//   local_begin[c]..local_begin[c+1]      the local rows of chunk c
+//   offsets[p*(d+1)+r], bary[p*(d+1)+r]   the local row and barycentric weight of point p's vertex of remainder r
+//   to_global[k]                          the global vertex of local row k
+//   gather_start[v]..gather_start[v+1]    the local rows of global vertex v (gather_rows), in chunk order
+//   nbr[(j*M+v)*2 + 0/1]                  blur neighbours n1/n2 of vertex v along axis j (m = the zero row)
+//   pre[p], post[p]                       the normalisation before the splat and (times alpha) after the slice
 #pragma once
 
 #include <cstdint>
@@ -17,11 +26,6 @@
 
 namespace pyseg {
 namespace cpu {
-
-struct CsrEntry {
-  int32_t pixel;
-  float w;
-};
 
 // A workspace vector whose resize() leaves new elements uninitialised (for arrays the build overwrites
 // completely: no zero-fill pass over memory that is written again right after).
@@ -47,13 +51,24 @@ struct Lattice {
   int d = 0;
   int64_t n = 0;
   int m = 0;  // vertices
+  int nchunks = 0;
+  std::vector<int64_t> chunk_begin;  // nchunks + 1
+  std::vector<int64_t> local_begin;  // nchunks + 1
   wvec_noinit<int32_t> offsets;
   wvec_noinit<float> bary;
-  wvec<int64_t> csr_start;
-  wvec_noinit<CsrEntry> csr;
+  wvec_noinit<int32_t> to_global;
+  wvec<int32_t> gather_start;
+  wvec_noinit<int32_t> gather_rows;
   wvec<int32_t> nbr;
+  wvec<float> pre;
   wvec<float> post;
+
+  int64_t rows() const { return local_begin.empty() ? 0 : local_begin.back(); }  // L
 };
+
+// Points per chunk for n points: 32768 (about 1 MiB of a 12-label Q), more for huge inputs so that there are at
+// most 64 chunks (the local rows, L <= n (d+1), grow with the number of chunks).
+int64_t lattice_chunk_size(int64_t n);
 
 // Feature sources.
 struct ArrayFeatures {  // (d, n) row-major float32, as pydensecrf's addPairwiseEnergy takes them
@@ -77,13 +92,17 @@ void build_lattice(Lattice& lat, const ArrayFeatures& feat, int normalization, E
 void build_lattice(Lattice& lat, int64_t n, const GaussianImageFeatures& feat, int normalization, Executor& ex);
 void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, int normalization, Executor& ex);
 
-// Filter steps for lp channels per row (pixel-major rows of lp floats).
-// values rows [vb, ve) <- splat of q (with the folded pre-normalisation)
-void splat_rows(const Lattice& lat, const float* q, int lp, float* values, int64_t vb, int64_t ve);
+// Generic filter steps for lp channels per row (rows of lp floats); the ISA kernels have faster versions.
+// acc local rows of chunk c <- scatter of q (n x lp) times pre
+void splat_chunk(const Lattice& lat, int c, const float* q, int lp, float* acc);
+// global rows [vb, ve) <- sum of their local rows in acc (chunk order)
+void reduce_rows(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve);
 // dst rows [vb, ve) <- src + 0.5 (src[n1] + src[n2]) along axis j; src/dst have m+1 rows, row m zero
 void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve);
-// out[0..lp) <- post[p] * sum_r bary * values[vertex]
-void slice_pixel(const Lattice& lat, int64_t p, const float* values, int lp, float* out);
+// local rows [kb, ke) <- their global rows
+void distribute_rows(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke);
+// out[0..lp) <- post[p] * sum_r bary * local[offsets]
+void slice_pixel(const Lattice& lat, int64_t p, const float* local, int lp, float* out);
 
 }  // namespace cpu
 }  // namespace pyseg
