@@ -283,27 +283,16 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     ex.run(lat0.nchunks, [&](int c) {
       const int64_t pb = lat0.chunk_begin[c], pe = lat0.chunk_begin[c + 1];
       if (!last)
-        for (auto& kp : kernels_)
-          std::fill(kp->acc.begin() + kp->lat.local_begin[c] * lp_, kp->acc.begin() + kp->lat.local_begin[c + 1] * lp_,
-                    0.0f);
+        for (auto& kp : kernels_) clear_chunk_rows(kp->lat, c, lp_, kp->acc.data());
       if (ks_->update(lp_, nk, uks.data(), neg_u_.get(), pb, pe, q_out, lm, labels_, n_)) return;
-      std::vector<float> msg((size_t)nk * lp_), q(lp_), s(lp_);
+      std::vector<float> msg((size_t)nk * lp_), q(lp_);
       std::vector<crf::CompatView> views(nk);
       for (int k = 0; k < nk; ++k) views[k] = uks[k].compat;
       for (int64_t p = pb; p < pe; ++p) {
         for (int k = 0; k < nk; ++k) slice_pixel(kernels_[k]->lat, p, uks[k].values, lp_, msg.data() + (size_t)k * lp_);
         crf::meanfield_pixel(lp_, neg_u_.get() + p * lp_, nk, msg.data(), lp_, views.data(), q.data());
-        for (int k = 0; k < nk; ++k) {
-          if (!uks[k].acc) continue;
-          const Lattice& lat = kernels_[k]->lat;
-          const int d1 = lat.d + 1;
-          for (int l = 0; l < lp_; ++l) s[l] = q[l] * lat.pre[p];
-          for (int r = 0; r < d1; ++r) {
-            float* row = uks[k].acc + (int64_t)lat.offsets[p * d1 + r] * lp_;
-            const float w = lat.bary[p * d1 + r];
-            for (int l = 0; l < lp_; ++l) row[l] += w * s[l];
-          }
-        }
+        for (int k = 0; k < nk; ++k)
+          if (uks[k].acc) splat_pixel(kernels_[k]->lat, p, q.data(), lp_, uks[k].acc);
         if (q_out) std::copy(q.begin(), q.end(), q_out + p * lp_);
         if (lm)
           for (int l = 0; l < labels_; ++l) lm[(int64_t)l * n_ + p] = q[l];

@@ -5,25 +5,6 @@
 // Included (after cpu/simd.h) inside an ISA namespace by kernels_sse.cpp / kernels_avx2.cpp.
 
 template <int LP>
-void splat_chunk_v(const Lattice& lat, int c, const float* __restrict q, float* __restrict acc) {
-  using R = Row<LP>;
-  const int d1 = lat.d + 1;
-  std::memset(acc + lat.local_begin[c] * LP, 0, sizeof(float) * LP * (lat.local_begin[c + 1] - lat.local_begin[c]));
-  const int32_t* __restrict off = lat.offsets.data();
-  const float* __restrict bary = lat.bary.data();
-  const float* __restrict pre = lat.pre.data();
-  for (int64_t p = lat.chunk_begin[c]; p < lat.chunk_begin[c + 1]; ++p) {
-    const R s = R::load(q + p * LP).scaled(pre[p]);
-    for (int r = 0; r < d1; ++r) {
-      float* row = acc + (int64_t)off[p * d1 + r] * LP;
-      R a = R::load(row);
-      a.fma(bary[p * d1 + r], s);
-      a.store(row);
-    }
-  }
-}
-
-template <int LP>
 void reduce_rows_v(const Lattice& lat, const float* __restrict acc, float* __restrict global, int64_t vb, int64_t ve) {
   using R = Row<LP>;
   const int32_t* __restrict gs = lat.gather_start.data();
@@ -100,8 +81,8 @@ inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, float* __r
   }
 }
 
-// The kernel's acc rows += bary * pre * q for pixels p0 + i, i < nb, in pixel order (D1: vertices per pixel,
-// 0 = run time). (Keeping a run of pixels' shared rows in registers measured slower: spills.)
+// The kernel's acc rows += bary * pre * q for pixels p0 + i, i < nb (q: rows of LP at tb), in pixel order (D1:
+// vertices per pixel, 0 = run time). (Keeping a run of pixels' shared rows in registers measured slower: spills.)
 template <int LP, int D1>
 inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* __restrict tb) {
   using R = Row<LP>;
@@ -120,6 +101,25 @@ inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* 
       a.store(row);
     }
   }
+}
+
+// splat_block with the image dimensions (d = 2, 5) compiled in.
+template <int LP>
+inline void splat_rows_of(const UpdateKernel& k, int64_t p0, int nb, const float* __restrict rows) {
+  switch (k.lat->d) {
+    case 2: splat_block<LP, 3>(k, p0, nb, rows); break;
+    case 5: splat_block<LP, 6>(k, p0, nb, rows); break;
+    default: splat_block<LP, 0>(k, p0, nb, rows); break;
+  }
+}
+
+// acc local rows of chunk c <- scatter of q (n x lp) times pre (the first splat of an inference).
+template <int LP>
+void splat_chunk_v(const Lattice& lat, int c, const float* __restrict q, float* __restrict acc) {
+  clear_chunk_rows(lat, c, LP, acc);
+  const int64_t pb = lat.chunk_begin[c];
+  splat_rows_of<LP>(UpdateKernel{&lat, nullptr, acc, crf::CompatView{}}, pb, (int)(lat.chunk_begin[c + 1] - pb),
+                    q + pb * LP);
 }
 
 template <int LP>
@@ -148,14 +148,8 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
       t.store(tb + i * LP);
     }
     // Splat of the new Q, kernel by kernel.
-    for (int k = 0; k < nk; ++k) {
-      if (!ks[k].acc) continue;
-      switch (ks[k].lat->d) {
-        case 2: splat_block<LP, 3>(ks[k], p0, nb, tb); break;
-        case 5: splat_block<LP, 6>(ks[k], p0, nb, tb); break;
-        default: splat_block<LP, 0>(ks[k], p0, nb, tb); break;
-      }
-    }
+    for (int k = 0; k < nk; ++k)
+      if (ks[k].acc) splat_rows_of<LP>(ks[k], p0, nb, tb);
     if (q_out) std::memcpy(q_out + p0 * LP, tb, sizeof(float) * LP * nb);
     if (out_lm)
       for (int l = 0; l < labels; ++l)

@@ -30,8 +30,8 @@ struct KernelSet {
   void (*distribute)(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke);
   // Pixels [pb, pe) (within one chunk): q = softmax(-U - sum_k C_k(slice_k)), then splatted into the acc of
   // every kernel that has one (the caller zeroes the chunk's rows first); q is written to q_out (n x lp) and
-  // out_lm ((labels, n)) where given (lanes >= labels are padding: 0 in q_out). Returns false when lp has no register-blocked version (the caller then
-  // uses the generic path).
+  // out_lm ((labels, n)) where given (lanes >= labels are padding: 0 in q_out). Returns false when lp has no
+  // register-blocked version (the caller then uses the generic path).
   bool (*update)(int lp, int nk, const UpdateKernel* ks, const float* neg_u, int64_t pb, int64_t pe, float* q_out,
                  float* out_lm, int labels, int64_t n);
   // out[i] = log(in[i]) for positive normal floats

@@ -3,10 +3,6 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 #include "cpu/kernels.h"
 #include "cpu/lattice_cpu.h"
 #include "crf/common.h"

@@ -396,18 +396,23 @@ int64_t lattice_chunk_size(int64_t n) {
   return std::max<int64_t>(base, (n + max_chunks - 1) / max_chunks);
 }
 
-void splat_chunk(const Lattice& lat, int c, const float* q, int lp, float* acc) {
-  const int d1 = lat.d + 1;
+void clear_chunk_rows(const Lattice& lat, int c, int lp, float* acc) {
   std::fill(acc + lat.local_begin[c] * lp, acc + lat.local_begin[c + 1] * lp, 0.0f);
-  std::vector<float> s(lp);
-  for (int64_t p = lat.chunk_begin[c]; p < lat.chunk_begin[c + 1]; ++p) {
-    for (int l = 0; l < lp; ++l) s[l] = q[p * lp + l] * lat.pre[p];
-    for (int r = 0; r < d1; ++r) {
-      float* row = acc + (int64_t)lat.offsets[p * d1 + r] * lp;
-      const float w = lat.bary[p * d1 + r];
-      for (int l = 0; l < lp; ++l) row[l] += w * s[l];
-    }
+}
+
+void splat_pixel(const Lattice& lat, int64_t p, const float* q, int lp, float* acc) {
+  const int d1 = lat.d + 1;
+  const float pre = lat.pre[p];
+  for (int r = 0; r < d1; ++r) {
+    float* row = acc + (int64_t)lat.offsets[p * d1 + r] * lp;
+    const float w = lat.bary[p * d1 + r];
+    for (int l = 0; l < lp; ++l) row[l] += w * (q[l] * pre);
   }
+}
+
+void splat_chunk(const Lattice& lat, int c, const float* q, int lp, float* acc) {
+  clear_chunk_rows(lat, c, lp, acc);
+  for (int64_t p = lat.chunk_begin[c]; p < lat.chunk_begin[c + 1]; ++p) splat_pixel(lat, p, q + p * lp, lp, acc);
 }
 
 void reduce_rows(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve) {

@@ -93,6 +93,10 @@ void build_lattice(Lattice& lat, int64_t n, const GaussianImageFeatures& feat, i
 void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, int normalization, Executor& ex);
 
 // Generic filter steps for lp channels per row (rows of lp floats); the ISA kernels have faster versions.
+// acc local rows of chunk c <- 0
+void clear_chunk_rows(const Lattice& lat, int c, int lp, float* acc);
+// acc rows of point p's vertices += bary * pre[p] * q (q: the point's row of lp floats)
+void splat_pixel(const Lattice& lat, int64_t p, const float* q, int lp, float* acc);
 // acc local rows of chunk c <- scatter of q (n x lp) times pre
 void splat_chunk(const Lattice& lat, int c, const float* q, int lp, float* acc);
 // global rows [vb, ve) <- sum of their local rows in acc (chunk order)
