@@ -13,6 +13,41 @@
 #include "crf/lattice.h"
 #include "crf/meanfield.h"
 
+#ifdef PYSEG_PROFILE
+#include <chrono>
+#include <cstdio>
+namespace {
+struct PhaseClock {  // wall-clock ms per phase of iterate(), summed over its steps and printed at its end
+  const char* names[4] = {"reduce", "blur", "distribute", "update"};
+  double ms[4] = {};
+  std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+  void tick(int i) {
+    const auto now = std::chrono::steady_clock::now();
+    ms[i] += std::chrono::duration<double, std::milli>(now - t).count();
+    t = now;
+  }
+  void start() { t = std::chrono::steady_clock::now(); }
+  void report() {
+    for (int i = 0; i < 4; ++i) std::fprintf(stderr, "iterate %-10s %.2f ms\n", names[i], ms[i]);
+    for (double& v : ms) v = 0;
+  }
+} phase_clock;
+}  // namespace
+#define PYSEG_PHASE_START() phase_clock.start()
+#define PYSEG_PHASE(i) phase_clock.tick(i)
+#define PYSEG_PHASE_REPORT() phase_clock.report()
+#else
+#define PYSEG_PHASE_START() \
+  do {                      \
+  } while (0)
+#define PYSEG_PHASE(i) \
+  do {                 \
+  } while (0)
+#define PYSEG_PHASE_REPORT() \
+  do {                       \
+  } while (0)
+#endif
+
 namespace pyseg {
 namespace cpu {
 namespace {
@@ -80,6 +115,15 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
   // gets softmax(-U) = clip(p) / sum(clip(p)) directly.
   std::atomic<int64_t> first_bad{-1};
   ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
+    // The ISA kernels (in-register transposes); the generic code below for label counts they do not compile.
+    const int fast = ks_->unary(lp_, prob, n_, labels_, b0, e0, clip, sum_tol, neg_u_.get(), q0);
+    if (fast >= 0) {
+      if (fast == 0) {
+        int64_t expected = -1;
+        first_bad.compare_exchange_strong(expected, b0);
+      }
+      return;
+    }
     alignas(16) float sums[kBlock], csum[kBlock], logs[kBlock], clipped[kBlock];
     for (int64_t b = b0; b < e0; b += kBlock) {
       const int64_t e = std::min(e0, b + kBlock);
@@ -230,13 +274,17 @@ void DenseCrf::propagate_all(Executor& ex) {
     float* dst = glob_b_.data();
     std::fill(src + (size_t)lat.m * lp_, src + (size_t)(lat.m + 1) * lp_, 0.0f);  // the missing-neighbour row
     std::fill(dst + (size_t)lat.m * lp_, dst + (size_t)(lat.m + 1) * lp_, 0.0f);
+    PYSEG_PHASE_START();
     ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->reduce(lat, k.acc.data(), lp_, src, b, e); }, 1024);
+    PYSEG_PHASE(0);
     for (int j = 0; j < d1; ++j) {
       ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->blur(lat, j, src, dst, lp_, b, e); }, 1024);
       std::swap(src, dst);
     }
+    PYSEG_PHASE(1);
     ex.parallel_for(lat.rows(), [&](int64_t b, int64_t e) { ks_->distribute(lat, src, lp_, k.vals.data(), b, e); },
                     2048);
+    PYSEG_PHASE(2);
   }
 }
 
@@ -276,6 +324,7 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
       uks[k] = UpdateKernel{&kk.lat, kk.vals.data(), last ? nullptr : kk.acc.data(),
                             crf::CompatView{kk.type, kk.w, kk.compat.data()}};
     }
+    PYSEG_PHASE_START();
     float* q_out = last && !out_lm ? qp : nullptr;
     float* lm = last ? out_lm : nullptr;
     // One pass over the pixels, chunk by chunk: slice, update and (but in the last step) the splat of the new
@@ -298,7 +347,9 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
           for (int l = 0; l < labels_; ++l) lm[(int64_t)l * n_ + p] = q[l];
       }
     });
+    PYSEG_PHASE(3);
   }
+  PYSEG_PHASE_REPORT();
 }
 
 void DenseCrf::to_label_major(const float* qp, float* out, Executor& ex) const {
@@ -386,9 +437,15 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
   const int64_t n = (int64_t)h * w;
   const int64_t per = n * labels;
   auto run_one = [&](int64_t i, Executor& ex) {
+#ifdef PYSEG_PROFILE
+    const auto t0 = std::chrono::steady_clock::now();
+#endif
     DenseCrf crf(n, labels);
     WsArray<float> qp((size_t)n * crf.lp());
     crf.set_unary_from_probs(probs + i * per, 1e-5f, 1e-3f, qp.get(), ex);
+#ifdef PYSEG_PROFILE
+    const auto t1 = std::chrono::steady_clock::now();
+#endif
     if (prm.gaussian_compat != 0.0f) {
       CompatSpec c;
       c.w = prm.gaussian_compat;
@@ -400,7 +457,19 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
       crf.add_bilateral(w, h, prm.bilateral_sxy, prm.bilateral_sxy, prm.bilateral_srgb, prm.bilateral_srgb,
                         prm.bilateral_srgb, rgb + i * n * 3, c, crf::NORMALIZE_SYMMETRIC, ex);
     }
+#ifdef PYSEG_PROFILE
+    const auto t2 = std::chrono::steady_clock::now();
+#endif
+#ifdef PYSEG_PROFILE
+    const auto t3 = std::chrono::steady_clock::now();
+#endif
     crf.iterate(qp.get(), iterations, ex, out + i * per);
+#ifdef PYSEG_PROFILE
+    const auto t4 = std::chrono::steady_clock::now();
+    auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    std::fprintf(stderr, "image unary %.2f gaussian %.2f bilateral %.2f iterate %.2f ms\n", ms(t0, t1), ms(t1, t2),
+                 ms(t2, t3), ms(t3, t4));
+#endif
   };
   with_executor(threads, [&](Executor& ex) {
     const int t = ex.threads();

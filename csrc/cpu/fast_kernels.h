@@ -45,9 +45,10 @@ void distribute_rows_v(const Lattice& lat, const float* __restrict global, float
 // sums, max, exp, sum, division) overlaps with the next pixels' instead of stalling the core.
 constexpr int kBlockPixels = 16;
 
-// t[i] -= C(slice of pixel p0 + i) for the kernel, i < nb (D1: vertices per pixel, 0 = run time).
+// tb[i] = src[i] - C(slice of pixel p0 + i) for the kernel, i < nb (D1: vertices per pixel, 0 = run time);
+// src is tb itself or the unary rows (the first kernel reads them directly: no copy of a cold stream).
 template <int LP, int D1>
-inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, float* __restrict tb) {
+inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, const float* src, float* tb) {
   using R = Row<LP>;
   const Lattice& lat = *k.lat;
   const int d1 = D1 > 0 ? D1 : lat.d + 1;
@@ -60,7 +61,7 @@ inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, float* __r
     R m = R::zero();
     for (int r = 0; r < d1; ++r) m.fma_mem(w[r], vals + (int64_t)off[r] * LP);
     m.scale(post[i]);
-    R t = R::load(tb + i * LP);
+    R t = R::load(src + i * LP);
     if (c.type == crf::COMPAT_POTTS) {
       t.fma(c.w, m);
     } else if (c.type == crf::COMPAT_DIAGONAL) {
@@ -127,25 +128,36 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
                      float* __restrict q_out, float* __restrict out_lm, int labels, int64_t n) {
   using R = Row<LP>;
   alignas(64) float tb[kBlockPixels * LP];
+  bool any_acc = false;
+  for (int k = 0; k < nk; ++k) any_acc |= ks[k].acc != nullptr;
   for (int64_t p0 = pb; p0 < pe; p0 += kBlockPixels) {
     const int nb = (int)std::min<int64_t>(kBlockPixels, pe - p0);
     // Energies: -U - sum_k C_k(slice_k).
-    std::memcpy(tb, neg_u + p0 * LP, sizeof(float) * LP * nb);
+    if (nk == 0) std::memcpy(tb, neg_u + p0 * LP, sizeof(float) * LP * nb);
     for (int k = 0; k < nk; ++k) {
+      const float* src = k == 0 ? neg_u + p0 * LP : tb;
       switch (ks[k].lat->d) {
-        case 2: energies_block<LP, 3>(ks[k], p0, nb, tb); break;
-        case 5: energies_block<LP, 6>(ks[k], p0, nb, tb); break;
-        default: energies_block<LP, 0>(ks[k], p0, nb, tb); break;
+        case 2: energies_block<LP, 3>(ks[k], p0, nb, src, tb); break;
+        case 5: energies_block<LP, 6>(ks[k], p0, nb, src, tb); break;
+        default: energies_block<LP, 0>(ks[k], p0, nb, src, tb); break;
       }
     }
-    // Softmax: VW pixels at a time across pixels, the rest row by row.
+    // Softmax: VW pixels at a time across pixels, the rest row by row. When the new Q only goes to the
+    // label-major output (the last step of an inference), full groups write it there directly.
+    const bool lm_only = out_lm && !q_out && !any_acc;
     int i0 = 0;
-    for (; i0 + VW <= nb; i0 += VW) softmax_rows_across<LP>(tb + i0 * LP, labels);
+    for (; i0 + VW <= nb; i0 += VW)
+      softmax_rows_across<LP>(tb + i0 * LP, labels, lm_only ? out_lm + p0 + i0 : nullptr, n);
     for (int i = i0; i < nb; ++i) {
       R t = R::load(tb + i * LP);
       const float sum = t.exp_sub_sum(t.max_all());
       t.scale(1.0f / sum);
       t.store(tb + i * LP);
+    }
+    if (lm_only) {
+      for (int l = 0; l < labels; ++l)
+        for (int i = i0; i < nb; ++i) out_lm[(int64_t)l * n + p0 + i] = tb[i * LP + l];
+      continue;
     }
     // Splat of the new Q, kernel by kernel.
     for (int k = 0; k < nk; ++k)
@@ -155,4 +167,65 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
       for (int l = 0; l < labels; ++l)
         for (int i = 0; i < nb; ++i) out_lm[(int64_t)l * n + p0 + i] = tb[i * LP + l];
   }
+}
+
+// Unary rows from probabilities for pixels [b, e): neg_u (n x LP) = log(clip(p)), padding lanes kPadEnergy;
+// q0 (n x LP, optional) = clip(p) / sum of clip(p) (softmax(-U)); clip(p) = min(max(p, clip), 1). prob is
+// label-major (labels, n). Returns false when a pixel has a probability that is negative or not finite, or
+// probabilities whose sum is off 1 by more than sum_tol (rows may then be partly written).
+template <int LP>
+bool unary_rows_v(const float* __restrict prob, int64_t n, int labels, int64_t b, int64_t e, float clip,
+                  float sum_tol, float* __restrict neg_u, float* __restrict q0) {
+  const vw_t vclip = vset1<vw_t>(clip), one = vset1<vw_t>(1.0f), big = vset1<vw_t>(3.4e38f);
+  const vw_t pad = vset1<vw_t>(crf::kPadEnergy), tol = vset1<vw_t>(sum_tol);
+  vwi_t bad = vwi_t{};
+  int64_t p = b;
+  for (; p + VW <= e; p += VW) {
+    vw_t lg[LP], qv[LP];
+    vw_t sum = vw_t{}, csum = vw_t{};
+    for (int l = 0; l < labels; ++l) {
+      const vw_t v = vload<vw_t>(prob + (int64_t)l * n + p);
+      bad |= ~((v >= 0.0f) & (v <= big));  // negative, NaN or inf
+      sum += v;
+      const vw_t lo = v < vclip ? vclip : v;
+      const vw_t c = lo > one ? one : lo;
+      qv[l] = c;
+      csum += c;
+      lg[l] = vlog_pos(c);
+    }
+    const vw_t dev = sum - 1.0f;
+    bad |= ~((dev <= tol) & (dev >= -tol));
+    for (int l = labels; l < LP; ++l) lg[l] = pad;
+    rows_from_labels<LP>(lg, neg_u + p * LP);
+    if (q0) {
+      const vw_t inv = 1.0f / csum;
+      for (int l = 0; l < labels; ++l) qv[l] *= inv;
+      for (int l = labels; l < LP; ++l) qv[l] = vw_t{};
+      rows_from_labels<LP>(qv, q0 + p * LP);
+    }
+  }
+  bool ok = true;
+  for (int i = 0; i < VW; ++i) ok &= bad[i] == 0;
+  for (; p < e; ++p) {
+    float sum = 0.0f, csum = 0.0f;
+    float* ur = neg_u + p * LP;
+    for (int l = 0; l < labels; ++l) {
+      const float v = prob[(int64_t)l * n + p];
+      ok &= (v >= 0.0f) & (v <= 3.4e38f);
+      sum += v;
+      const float lo = v < clip ? clip : v;
+      const float c = lo > 1.0f ? 1.0f : lo;
+      csum += c;
+      ur[l] = crf::fast_log_pos(c);
+      if (q0) q0[p * LP + l] = c;
+    }
+    ok &= std::fabs(sum - 1.0f) <= sum_tol;
+    for (int l = labels; l < LP; ++l) ur[l] = crf::kPadEnergy;
+    if (q0) {
+      const float inv = 1.0f / csum;
+      for (int l = 0; l < labels; ++l) q0[p * LP + l] *= inv;
+      for (int l = labels; l < LP; ++l) q0[p * LP + l] = 0.0f;
+    }
+  }
+  return ok;
 }

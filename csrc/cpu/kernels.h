@@ -34,6 +34,12 @@ struct KernelSet {
   // register-blocked version (the caller then uses the generic path).
   bool (*update)(int lp, int nk, const UpdateKernel* ks, const float* neg_u, int64_t pb, int64_t pe, float* q_out,
                  float* out_lm, int labels, int64_t n);
+  // Pixels [b, e) of the unary from probabilities prob (labels, n): neg_u (n x lp) = log(clip(p)) (padding
+  // lanes crf::kPadEnergy) and, where given, q0 (n x lp) = clip(p) / sum clip(p), clip(p) = min(max(p, clip), 1).
+  // Returns 1, 0 when a probability is negative or not finite or a pixel's sum is off 1 by more than sum_tol,
+  // or -1 when lp has no register-blocked version (nothing written).
+  int (*unary)(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
+               float* neg_u, float* q0);
   // out[i] = log(in[i]) for positive normal floats
   void (*log_pos)(const float* in, float* out, int64_t count);
 };

@@ -1,5 +1,6 @@
 // Body of kernels_sse.cpp / kernels_avx2.cpp: define PYSEG_VW and PYSEG_ISA (namespace name) first.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -52,6 +53,11 @@ struct Dispatch {
     }
     return Dispatch<LP + kLabelPad>::update(lp, nk, ks, neg_u, pb, pe, q_out, out_lm, labels, n);
   }
+  static int unary(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
+                   float* neg_u, float* q0) {
+    if (lp == LP) return unary_rows_v<LP>(prob, n, labels, b, e, clip, sum_tol, neg_u, q0) ? 1 : 0;
+    return Dispatch<LP + kLabelPad>::unary(lp, prob, n, labels, b, e, clip, sum_tol, neg_u, q0);
+  }
 };
 
 template <>
@@ -69,6 +75,7 @@ struct Dispatch<kMaxLP + kLabelPad> {
   static bool update(int, int, const UpdateKernel*, const float*, int64_t, int64_t, float*, float*, int, int64_t) {
     return false;
   }
+  static int unary(int, const float*, int64_t, int, int64_t, int64_t, float, float, float*, float*) { return -1; }
 };
 
 static void log_pos(const float* in, float* out, int64_t count) {
@@ -84,6 +91,7 @@ static const KernelSet kSet{PYSEG_ISA_NAME,
                             &Dispatch<kLabelPad>::blur,
                             &Dispatch<kLabelPad>::distribute,
                             &Dispatch<kLabelPad>::update,
+                            &Dispatch<kLabelPad>::unary,
                             &log_pos};
 
 }  // namespace PYSEG_ISA

@@ -238,14 +238,11 @@ static inline void transpose8(vw_t* r) {
 }
 #endif
 
-// Softmax of VW rows of LP floats at rows (stride LP), computed across the rows: the rows are transposed so
-// that a vector holds one label of VW pixels (no horizontal max or sum, one division per VW pixels), labels
-// >= `labels` (padding) are set to 0 without an exp, and the result is transposed back.
+// VW rows of LP floats (stride LP) <-> LP vectors c[l] holding label l of the VW rows (in-register transposes).
 template <int LP>
-static inline void softmax_rows_across(float* rows, int labels) {
+static inline void labels_from_rows(const float* rows, vw_t* c) {
   constexpr int NW = LP / VW;
   [[maybe_unused]] constexpr bool kTail = LP % VW != 0;
-  vw_t c[LP];  // c[l]: label l of the VW pixels
   for (int j = 0; j < NW; ++j) {
 #if PYSEG_VW == 8
     for (int i = 0; i < 8; ++i) c[j * 8 + i] = vload<vw_t>(rows + i * LP + j * 8);
@@ -269,17 +266,11 @@ static inline void softmax_rows_across(float* rows, int labels) {
     for (int i = 0; i < 4; ++i) c[NW * 8 + i] = __builtin_shufflevector(lo[i], hi[i], 0, 1, 2, 3, 4, 5, 6, 7);
   }
 #endif
-  const int nl = labels < LP ? labels : LP;
-  vw_t mx = c[0];
-  for (int l = 1; l < nl; ++l) mx = vmax(mx, c[l]);
-  vw_t sum = vw_t{};
-  for (int l = 0; l < nl; ++l) {
-    c[l] = vexp_nonpos<vw_t, vwi_t>(c[l] - mx);
-    sum += c[l];
-  }
-  const vw_t inv = 1.0f / sum;
-  for (int l = 0; l < nl; ++l) c[l] *= inv;
-  for (int l = nl; l < LP; ++l) c[l] = vw_t{};
+}
+template <int LP>
+static inline void rows_from_labels(vw_t* c, float* rows) {
+  constexpr int NW = LP / VW;
+  [[maybe_unused]] constexpr bool kTail = LP % VW != 0;
   for (int j = 0; j < NW; ++j) {
 #if PYSEG_VW == 8
     transpose8(c + j * 8);
@@ -305,4 +296,31 @@ static inline void softmax_rows_across(float* rows, int labels) {
     }
   }
 #endif
+}
+
+// Softmax of VW rows of LP floats at rows (stride LP), computed across the rows: the rows are transposed so
+// that a vector holds one label of VW pixels (no horizontal max or sum, one division per VW pixels), labels
+// >= `labels` (padding) are set to 0 without an exp. The result goes back to the rows, or, where lm is given,
+// straight to the label-major output lm (label l of these pixels at lm + l * n; the rows are then left as
+// they were).
+template <int LP>
+static inline void softmax_rows_across(float* rows, int labels, float* lm = nullptr, int64_t n = 0) {
+  vw_t c[LP];  // c[l]: label l of the VW pixels
+  labels_from_rows<LP>(rows, c);
+  const int nl = labels < LP ? labels : LP;
+  vw_t mx = c[0];
+  for (int l = 1; l < nl; ++l) mx = vmax(mx, c[l]);
+  vw_t sum = vw_t{};
+  for (int l = 0; l < nl; ++l) {
+    c[l] = vexp_nonpos<vw_t, vwi_t>(c[l] - mx);
+    sum += c[l];
+  }
+  const vw_t inv = 1.0f / sum;
+  for (int l = 0; l < nl; ++l) c[l] *= inv;
+  if (lm) {
+    for (int l = 0; l < nl; ++l) vstore(lm + (int64_t)l * n, c[l]);
+    return;
+  }
+  for (int l = nl; l < LP; ++l) c[l] = vw_t{};
+  rows_from_labels<LP>(c, rows);
 }
