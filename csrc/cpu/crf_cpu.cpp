@@ -18,7 +18,7 @@
 #include <cstdio>
 namespace {
 struct PhaseClock {  // wall-clock ms per phase of iterate(), summed over its steps and printed at its end
-  const char* names[4] = {"reduce", "blur", "distribute", "update"};
+  const char* names[4] = {"reduce", "blur", "(unused)", "update"};
   double ms[4] = {};
   std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
   void tick(int i) {
@@ -242,16 +242,14 @@ void DenseCrf::add_bilateral(int width, int height, float sx, float sy, float sr
 }
 
 void DenseCrf::ensure_buffers() {
-  int64_t max_m = 0;
   for (auto& k : kernels_) {
     const size_t rows = (size_t)k->lat.rows() * lp_;
     if (k->acc.size() != rows) k->acc.resize(rows);
     if (k->vals.size() != rows) k->vals.resize(rows);
-    max_m = std::max<int64_t>(max_m, k->lat.m);
+    const size_t g = (size_t)(k->lat.m + 1) * lp_;
+    if (k->ga.size() != g) k->ga.assign(g, 0.0f);
+    if (k->gb.size() != g) k->gb.assign(g, 0.0f);
   }
-  const size_t g = (size_t)(max_m + 1) * lp_;
-  if (glob_a_.size() != g) glob_a_.assign(g, 0.0f);
-  if (glob_b_.size() != g) glob_b_.assign(g, 0.0f);
 }
 
 void DenseCrf::splat_all(const float* qp, Executor& ex) {
@@ -264,28 +262,46 @@ void DenseCrf::splat_all(const float* qp, Executor& ex) {
 }
 
 void DenseCrf::propagate_all(Executor& ex) {
-  // Kernel by kernel: reduce the chunks' partial sums, the d+1 blur passes ping-ponging between the two
-  // global tables, then the result copied to the local rows for the slice.
+  // All kernels together, phase by phase: the reduce of the chunks' partial sums into ga, then blur pass j of
+  // every kernel with more than j axes (ping-pong between ga and gb), a kernel's last pass writing its local
+  // rows for the slice directly (the distribute). Fewer, fuller parallel phases than kernel by kernel: each
+  // is a barrier, and a barrier costs most where a thread is slow to get the CPU.
+  struct Task {
+    Kernel* k;
+    int64_t b, e;
+  };
+  std::vector<Task> tasks;
+  const int64_t t = ex.threads();
+  auto add = [&](Kernel& k) {
+    const int64_t m = k.lat.m;
+    const int64_t pieces = t == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(8 * t, m / 1024));
+    for (int64_t i = 0; i < pieces; ++i) tasks.push_back(Task{&k, m * i / pieces, m * (i + 1) / pieces});
+  };
+  int max_d1 = 0;
   for (auto& kp : kernels_) {
-    Kernel& k = *kp;
-    const Lattice& lat = k.lat;
-    const int d1 = lat.d + 1;
-    float* src = glob_a_.data();
-    float* dst = glob_b_.data();
-    std::fill(src + (size_t)lat.m * lp_, src + (size_t)(lat.m + 1) * lp_, 0.0f);  // the missing-neighbour row
-    std::fill(dst + (size_t)lat.m * lp_, dst + (size_t)(lat.m + 1) * lp_, 0.0f);
-    PYSEG_PHASE_START();
-    ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->reduce(lat, k.acc.data(), lp_, src, b, e); }, 1024);
-    PYSEG_PHASE(0);
-    for (int j = 0; j < d1; ++j) {
-      ex.parallel_for(lat.m, [&](int64_t b, int64_t e) { ks_->blur(lat, j, src, dst, lp_, b, e); }, 1024);
-      std::swap(src, dst);
-    }
-    PYSEG_PHASE(1);
-    ex.parallel_for(lat.rows(), [&](int64_t b, int64_t e) { ks_->distribute(lat, src, lp_, k.vals.data(), b, e); },
-                    2048);
-    PYSEG_PHASE(2);
+    add(*kp);
+    max_d1 = std::max(max_d1, kp->lat.d + 1);
   }
+  PYSEG_PHASE_START();
+  ex.run((int)tasks.size(), [&](int i) {
+    const Task& tk = tasks[i];
+    ks_->reduce(tk.k->lat, tk.k->acc.data(), lp_, tk.k->ga.data(), tk.b, tk.e);
+  });
+  PYSEG_PHASE(0);
+  for (int j = 0; j < max_d1; ++j) {
+    tasks.clear();
+    for (auto& kp : kernels_)
+      if (kp->lat.d + 1 > j) add(*kp);
+    ex.run((int)tasks.size(), [&](int i) {
+      const Task& tk = tasks[i];
+      Kernel& k = *tk.k;
+      const float* src = (j % 2 == 0 ? k.ga : k.gb).data();
+      float* dst = (j % 2 == 0 ? k.gb : k.ga).data();
+      float* local = j == k.lat.d ? k.vals.data() : nullptr;
+      ks_->blur(k.lat, j, src, dst, lp_, tk.b, tk.e, local);
+    });
+  }
+  PYSEG_PHASE(1);
 }
 
 void DenseCrf::initial_q(float* qp, Executor& ex) {

@@ -74,6 +74,7 @@ class DenseCrf {
     std::vector<float> compat;  // lp (diagonal) or lp*lp (symmetrised matrix), zero padded
     wvec<float> acc;            // splat of Q into local rows, L * lp
     wvec<float> vals;           // filtered values in local rows, L * lp
+    wvec<float> ga, gb;         // blur ping-pong tables, (m + 1) * lp (row m stays 0: the missing neighbour)
   };
   void add_compat(Kernel& k, const CompatSpec& c);
   void ensure_buffers();
@@ -92,7 +93,6 @@ class DenseCrf {
   bool has_unary_ = false;
   WsArray<float> neg_u_;  // n * lp
   std::vector<std::unique_ptr<Kernel>> kernels_;
-  wvec<float> glob_a_, glob_b_;  // shared blur ping-pong tables, (max m + 1) * lp (row m stays 0)
 };
 
 struct ImageCrfParams {

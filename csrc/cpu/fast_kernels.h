@@ -18,24 +18,22 @@ void reduce_rows_v(const Lattice& lat, const float* __restrict acc, float* __res
 
 template <int LP>
 void blur_rows_v(const Lattice& lat, int j, const float* __restrict src, float* __restrict dst, int64_t vb,
-                 int64_t ve) {
+                 int64_t ve, float* __restrict local) {
   using R = Row<LP>;
   const int32_t* __restrict nb = lat.nbr.data() + (size_t)j * lat.m * 2;
+  const int32_t* __restrict gs = lat.gather_start.data();
+  const int32_t* __restrict gr = lat.gather_rows.data();
   for (int64_t v = vb; v < ve; ++v) {
     R a = R::load(src + (int64_t)nb[2 * v] * LP);
     a.add(R::load(src + (int64_t)nb[2 * v + 1] * LP));
     R o = R::load(src + v * LP);
     o.fma(0.5f, a);
-    o.store(dst + v * LP);
+    if (!local) {
+      o.store(dst + v * LP);
+      continue;
+    }
+    for (int32_t q = gs[v]; q < gs[v + 1]; ++q) o.store(local + (int64_t)gr[q] * LP);
   }
-}
-
-template <int LP>
-void distribute_rows_v(const Lattice& lat, const float* __restrict global, float* __restrict local, int64_t kb,
-                       int64_t ke) {
-  using R = Row<LP>;
-  const int32_t* __restrict tg = lat.to_global.data();
-  for (int64_t k = kb; k < ke; ++k) R::load(global + (int64_t)tg[k] * LP).store(local + k * LP);
 }
 
 // The fused mean-field step for pixels [pb, pe) of one chunk: slice every kernel, compatibility, unary and

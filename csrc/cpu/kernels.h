@@ -24,10 +24,10 @@ struct KernelSet {
   void (*splat)(const Lattice& lat, int c, const float* q, int lp, float* acc);
   // global rows [vb, ve) <- sum of their local rows
   void (*reduce)(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve);
-  // dst rows [vb, ve) <- blur of src along axis j
-  void (*blur)(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve);
-  // local rows [kb, ke) <- their global rows
-  void (*distribute)(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke);
+  // dst rows [vb, ve) <- blur of src along axis j, or, where local is given, the blurred rows written to their
+  // local rows instead (the last pass; dst untouched)
+  void (*blur)(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve,
+               float* local);
   // Pixels [pb, pe) (within one chunk): q = softmax(-U - sum_k C_k(slice_k)), then splatted into the acc of
   // every kernel that has one (the caller zeroes the chunk's rows first); q is written to q_out (n x lp) and
   // out_lm ((labels, n)) where given (lanes >= labels are padding: 0 in q_out). Returns false when lp has no

@@ -33,17 +33,12 @@ struct Dispatch {
     else
       Dispatch<LP + kLabelPad>::reduce(lat, acc, lp, global, vb, ve);
   }
-  static void blur(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve) {
+  static void blur(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve,
+                   float* local) {
     if (lp == LP)
-      blur_rows_v<LP>(lat, j, src, dst, vb, ve);
+      blur_rows_v<LP>(lat, j, src, dst, vb, ve, local);
     else
-      Dispatch<LP + kLabelPad>::blur(lat, j, src, dst, lp, vb, ve);
-  }
-  static void distribute(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke) {
-    if (lp == LP)
-      distribute_rows_v<LP>(lat, global, local, kb, ke);
-    else
-      Dispatch<LP + kLabelPad>::distribute(lat, global, lp, local, kb, ke);
+      Dispatch<LP + kLabelPad>::blur(lat, j, src, dst, lp, vb, ve, local);
   }
   static bool update(int lp, int nk, const UpdateKernel* ks, const float* neg_u, int64_t pb, int64_t pe, float* q_out,
                      float* out_lm, int labels, int64_t n) {
@@ -66,11 +61,9 @@ struct Dispatch<kMaxLP + kLabelPad> {
   static void reduce(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve) {
     reduce_rows(lat, acc, lp, global, vb, ve);
   }
-  static void blur(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve) {
-    blur_rows(lat, j, src, dst, lp, vb, ve);
-  }
-  static void distribute(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke) {
-    distribute_rows(lat, global, lp, local, kb, ke);
+  static void blur(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve,
+                   float* local) {
+    blur_rows(lat, j, src, dst, lp, vb, ve, local);
   }
   static bool update(int, int, const UpdateKernel*, const float*, int64_t, int64_t, float*, float*, int, int64_t) {
     return false;
@@ -89,7 +82,6 @@ static const KernelSet kSet{PYSEG_ISA_NAME,
                             &Dispatch<kLabelPad>::splat,
                             &Dispatch<kLabelPad>::reduce,
                             &Dispatch<kLabelPad>::blur,
-                            &Dispatch<kLabelPad>::distribute,
                             &Dispatch<kLabelPad>::update,
                             &Dispatch<kLabelPad>::unary,
                             &log_pos};

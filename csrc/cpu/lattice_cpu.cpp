@@ -434,14 +434,18 @@ void distribute_rows(const Lattice& lat, const float* global, int lp, float* loc
   for (int64_t k = kb; k < ke; ++k) std::memcpy(local + k * lp, global + (int64_t)tg[k] * lp, sizeof(float) * lp);
 }
 
-void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve) {
+void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve,
+               float* local) {
   const int32_t* nb = lat.nbr.data() + (size_t)j * lat.m * 2;
   for (int64_t v = vb; v < ve; ++v) {
     const float* a = src + (int64_t)nb[2 * v] * lp;
     const float* b = src + (int64_t)nb[2 * v + 1] * lp;
     const float* o = src + v * lp;
-    float* out = dst + v * lp;
+    float* out = local ? local + (int64_t)lat.gather_rows[lat.gather_start[v]] * lp : dst + v * lp;
     for (int l = 0; l < lp; ++l) out[l] = o[l] + 0.5f * (a[l] + b[l]);
+    if (local)
+      for (int32_t q = lat.gather_start[v] + 1; q < lat.gather_start[v + 1]; ++q)
+        std::memcpy(local + (int64_t)lat.gather_rows[q] * lp, out, sizeof(float) * lp);
   }
 }
 

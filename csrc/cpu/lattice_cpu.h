@@ -101,8 +101,10 @@ void splat_pixel(const Lattice& lat, int64_t p, const float* q, int lp, float* a
 void splat_chunk(const Lattice& lat, int c, const float* q, int lp, float* acc);
 // global rows [vb, ve) <- sum of their local rows in acc (chunk order)
 void reduce_rows(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve);
-// dst rows [vb, ve) <- src + 0.5 (src[n1] + src[n2]) along axis j; src/dst have m+1 rows, row m zero
-void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve);
+// dst rows [vb, ve) <- src + 0.5 (src[n1] + src[n2]) along axis j; src/dst have m+1 rows, row m zero. Where
+// local is given, each blurred row goes to the vertex's local rows instead (dst untouched).
+void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve,
+               float* local = nullptr);
 // local rows [kb, ke) <- their global rows
 void distribute_rows(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke);
 // out[0..lp) <- post[p] * sum_r bary * local[offsets]
