@@ -9,7 +9,10 @@
 Every case runs both implementations interleaved in one process (repeats, median and min reported), so a
 busy machine slows both alike. The work timed is what a user runs: unary from probabilities, both kernels,
 `inference(10)` (pydensecrf: unary_from_softmax + DenseCRF2D + addPairwise* + inference; pyseg:
-`dense_crf`). "build" is the same with 0 iterations; "per it" = (total - build) / iterations. Peak memory
+`dense_crf`). "build" is the same with 0 iterations; "per it" = (total - build) / iterations. pyseg keeps
+the last Gaussian lattices (they depend on the image size and sigma only), so it is timed twice: "warm" (an
+image of a size seen before: what a dataset of same-size images gets) and "cold" (the lattice cache emptied
+before each call, its buffers kept: the first image of a size in a running process). Peak memory
 is the peak RSS of a fresh process that runs only that implementation on that case (the same inputs, so
 the same baseline). Images are natural (crf_examples / CamVid, resized); probabilities a softmax of
 smoothed random logits. Also reported: agreement with pydensecrf (argmax, max |dp|).
@@ -77,9 +80,13 @@ def run_pydensecrf(probs, img, preset, iterations):
     return np.array(d.inference(iterations)).reshape(probs.shape)
 
 
-def run_pyseg(probs, img, preset, iterations, threads):
+def run_pyseg(probs, img, preset, iterations, threads, cold=False):
     import pyseg.crf as crf
 
+    if cold:
+        from pyseg.crf import _crf_cpu
+
+        _crf_cpu.release_lattice_cache()
     gs, gc, bs, br, bc = PRESETS[preset]
     params = crf.CRFParams(gs, gc, bs, br, bc, max(iterations, 0))
     return crf.dense_crf(probs, img, params, iterations=iterations, num_threads=threads)
@@ -133,37 +140,42 @@ def timed(fn) -> float:
 def bench_case(size, n_labels, preset, iterations, threads_list, repeats, reference, memory) -> dict:
     probs, img = case_inputs(size, n_labels)
     res = {"size": size, "labels": n_labels, "preset": preset, "iterations": iterations, "pyseg": {}}
-    impls = ([("pydensecrf", None)] if reference else []) + [("pyseg", t) for t in threads_list]
+    impls = ([("pydensecrf", None)] if reference else []) + [
+        ("pyseg", t, cold) for t in threads_list for cold in (True, False)]
     times = {k: {"total": [], "build": []} for k in impls}
     outs = {}
     for k in impls:  # warm-up (imports, first-touch memory)
         outs[k] = (run_pydensecrf(probs, img, preset, iterations) if k[0] == "pydensecrf"
-                   else run_pyseg(probs, img, preset, iterations, k[1]))
+                   else run_pyseg(probs, img, preset, iterations, k[1], k[2]))
     for _ in range(repeats):
         for k in impls:
             for what, it in (("total", iterations), ("build", 0)):
                 fn = ((lambda it=it: run_pydensecrf(probs, img, preset, it)) if k[0] == "pydensecrf"
-                      else (lambda it=it, t=k[1]: run_pyseg(probs, img, preset, it, t)))
+                      else (lambda it=it, t=k[1], c=k[2]: run_pyseg(probs, img, preset, it, t, c)))
                 times[k][what].append(timed(fn))
     for k in impls:
         tot, bld = statistics.median(times[k]["total"]), statistics.median(times[k]["build"])
         entry = {"total_ms": tot, "total_min_ms": min(times[k]["total"]), "build_ms": bld,
                  "per_iter_ms": (tot - bld) / max(iterations, 1)}
-        if memory:
+        if memory and (k[0] == "pydensecrf" or k[2]):  # a fresh process: the first call, so cold
             entry["peak_mib"] = peak_memory(size, n_labels, preset, k[0], k[1], iterations)
         if k[0] == "pydensecrf":
             res["pydensecrf"] = entry
         else:
-            res["pyseg"][k[1]] = entry
-    if reference:
-        ref = outs[("pydensecrf", None)]
-        for t in threads_list:
-            got = outs[("pyseg", t)]
-            res["pyseg"][t]["argmax_agree"] = float((got.argmax(0) == ref.argmax(0)).mean())
-            res["pyseg"][t]["max_abs_diff"] = float(np.abs(got - ref).max())
-            res["pyseg"][t]["speedup"] = res["pydensecrf"]["total_ms"] / res["pyseg"][t]["total_ms"]
-            if res["pydensecrf"].get("peak_mib") and res["pyseg"][t].get("peak_mib"):
-                res["pyseg"][t]["mem_ratio"] = res["pyseg"][t]["peak_mib"] / res["pydensecrf"]["peak_mib"]
+            res["pyseg"][f"{k[1]} {'cold' if k[2] else 'warm'}"] = entry
+    for t in threads_list:
+        if memory:
+            res["pyseg"][f"{t} warm"]["peak_mib"] = res["pyseg"][f"{t} cold"].get("peak_mib")
+        for cold in (True, False):
+            key = f"{t} {'cold' if cold else 'warm'}"
+            assert np.array_equal(outs[("pyseg", t, cold)], outs[("pyseg", t, True)]), "cache changed results"
+            if reference:
+                ref, got, e = outs[("pydensecrf", None)], outs[("pyseg", t, cold)], res["pyseg"][key]
+                e["argmax_agree"] = float((got.argmax(0) == ref.argmax(0)).mean())
+                e["max_abs_diff"] = float(np.abs(got - ref).max())
+                e["speedup"] = res["pydensecrf"]["total_ms"] / e["total_ms"]
+                if res["pydensecrf"].get("peak_mib") and e.get("peak_mib"):
+                    e["mem_ratio"] = e["peak_mib"] / res["pydensecrf"]["peak_mib"]
     return res
 
 

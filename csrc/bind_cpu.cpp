@@ -198,9 +198,18 @@ PYBIND11_MODULE(_crf_cpu, m) {
   m.def("set_num_threads", &pyseg::cpu::set_default_threads, py::arg("n"),
         "Default threads for the CPU backend (n <= 0: all cores).");
   m.def("get_num_threads", &pyseg::cpu::default_threads);
-  m.def("release_memory", [] { return pyseg::cpu::release_cached_memory(); },
-        "Returns the CPU backend's cached work buffers to the OS; returns the bytes released.");
-  m.def("cached_bytes", [] { return pyseg::cpu::cached_bytes(); });
+  m.def("release_memory",
+        [] {
+          pyseg::cpu::release_lattice_cache();  // its lattices' buffers go to the work-buffer cache, then to the OS
+          return pyseg::cpu::release_cached_memory();
+        },
+        "Returns the CPU backend's cached work buffers and Gaussian lattices to the OS; returns the bytes released.");
+  m.def("cached_bytes", [] { return pyseg::cpu::cached_bytes() + pyseg::cpu::lattice_cache_bytes(); });
+  m.def("set_lattice_cache_entries", &pyseg::cpu::set_lattice_cache_entries, py::arg("entries"),
+        "How many Gaussian lattices (one per image size, sigma and normalisation) are kept for reuse; 0 = none.");
+  m.def("lattice_cache_entries", &pyseg::cpu::lattice_cache_entries);
+  m.def("release_lattice_cache", &pyseg::cpu::release_lattice_cache,
+        "Empties the Gaussian lattice cache (its buffers stay in the work-buffer cache); returns its bytes.");
   m.def("isa", [] { return std::string(pyseg::cpu::best_kernels().name); },
         "Instruction set of the CPU kernels in use (avx2 or sse2; PYSEG_CPU_ISA=sse2 forces the baseline).");
 

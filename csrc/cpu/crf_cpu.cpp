@@ -215,7 +215,9 @@ void DenseCrf::add_kernel(const ArrayFeatures& f, const CompatSpec& c, int norma
     throw std::invalid_argument("features have " + std::to_string(f.n) + " points, the CRF has " + std::to_string(n_));
   std::unique_ptr<Kernel> k(new Kernel());
   add_compat(*k, c);
-  build_lattice(k->lat, f, normalization, ex);
+  auto lat = std::make_shared<Lattice>();
+  build_lattice(*lat, f, normalization, ex);
+  k->latp = std::move(lat);
   kernels_.push_back(std::move(k));
 }
 
@@ -226,7 +228,7 @@ void DenseCrf::add_gaussian(int width, int height, float sx, float sy, const Com
     throw std::invalid_argument("Gaussian sigmas must be finite and > 0");
   std::unique_ptr<Kernel> k(new Kernel());
   add_compat(*k, c);
-  build_lattice(k->lat, n_, GaussianImageFeatures{width, sx, sy}, normalization, ex);
+  k->latp = gaussian_lattice(n_, GaussianImageFeatures{width, sx, sy}, normalization, ex);
   kernels_.push_back(std::move(k));
 }
 
@@ -237,16 +239,18 @@ void DenseCrf::add_bilateral(int width, int height, float sx, float sy, float sr
     if (!(s > 0 && std::isfinite(s))) throw std::invalid_argument("bilateral sigmas must be finite and > 0");
   std::unique_ptr<Kernel> k(new Kernel());
   add_compat(*k, c);
-  build_lattice(k->lat, n_, BilateralImageFeatures{width, sx, sy, sr, sg, sb, rgb}, normalization, ex);
+  auto lat = std::make_shared<Lattice>();
+  build_lattice(*lat, n_, BilateralImageFeatures{width, sx, sy, sr, sg, sb, rgb}, normalization, ex);
+  k->latp = std::move(lat);
   kernels_.push_back(std::move(k));
 }
 
 void DenseCrf::ensure_buffers() {
   for (auto& k : kernels_) {
-    const size_t rows = (size_t)k->lat.rows() * lp_;
+    const size_t rows = (size_t)k->lat().rows() * lp_;
     if (k->acc.size() != rows) k->acc.resize(rows);
     if (k->vals.size() != rows) k->vals.resize(rows);
-    const size_t g = (size_t)(k->lat.m + 1) * lp_;
+    const size_t g = (size_t)(k->lat().m + 1) * lp_;
     if (k->ga.size() != g) k->ga.assign(g, 0.0f);
     if (k->gb.size() != g) k->gb.assign(g, 0.0f);
   }
@@ -256,8 +260,8 @@ void DenseCrf::splat_all(const float* qp, Executor& ex) {
   ensure_buffers();
   // Chunks of the first kernel's lattice; every lattice of this CRF has the same chunks (they depend on n only).
   if (kernels_.empty()) return;
-  ex.run(kernels_[0]->lat.nchunks, [&](int c) {
-    for (auto& k : kernels_) ks_->splat(k->lat, c, qp, lp_, k->acc.data());
+  ex.run(kernels_[0]->lat().nchunks, [&](int c) {
+    for (auto& k : kernels_) ks_->splat(k->lat(), c, qp, lp_, k->acc.data());
   });
 }
 
@@ -273,32 +277,32 @@ void DenseCrf::propagate_all(Executor& ex) {
   std::vector<Task> tasks;
   const int64_t t = ex.threads();
   auto add = [&](Kernel& k) {
-    const int64_t m = k.lat.m;
+    const int64_t m = k.lat().m;
     const int64_t pieces = t == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(8 * t, m / 1024));
     for (int64_t i = 0; i < pieces; ++i) tasks.push_back(Task{&k, m * i / pieces, m * (i + 1) / pieces});
   };
   int max_d1 = 0;
   for (auto& kp : kernels_) {
     add(*kp);
-    max_d1 = std::max(max_d1, kp->lat.d + 1);
+    max_d1 = std::max(max_d1, kp->lat().d + 1);
   }
   PYSEG_PHASE_START();
   ex.run((int)tasks.size(), [&](int i) {
     const Task& tk = tasks[i];
-    ks_->reduce(tk.k->lat, tk.k->acc.data(), lp_, tk.k->ga.data(), tk.b, tk.e);
+    ks_->reduce(tk.k->lat(), tk.k->acc.data(), lp_, tk.k->ga.data(), tk.b, tk.e);
   });
   PYSEG_PHASE(0);
   for (int j = 0; j < max_d1; ++j) {
     tasks.clear();
     for (auto& kp : kernels_)
-      if (kp->lat.d + 1 > j) add(*kp);
+      if (kp->lat().d + 1 > j) add(*kp);
     ex.run((int)tasks.size(), [&](int i) {
       const Task& tk = tasks[i];
       Kernel& k = *tk.k;
       const float* src = (j % 2 == 0 ? k.ga : k.gb).data();
       float* dst = (j % 2 == 0 ? k.gb : k.ga).data();
-      float* local = j == k.lat.d ? k.vals.data() : nullptr;
-      ks_->blur(k.lat, j, src, dst, lp_, tk.b, tk.e, local);
+      float* local = j == k.lat().d ? k.vals.data() : nullptr;
+      ks_->blur(k.lat(), j, src, dst, lp_, tk.b, tk.e, local);
     });
   }
   PYSEG_PHASE(1);
@@ -331,13 +335,13 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
   }
   splat_all(qp, ex);
   std::vector<UpdateKernel> uks(nk);
-  const Lattice& lat0 = kernels_[0]->lat;
+  const Lattice& lat0 = kernels_[0]->lat();
   for (int it = 0; it < iterations; ++it) {
     propagate_all(ex);
     const bool last = it + 1 == iterations;
     for (int k = 0; k < nk; ++k) {
       Kernel& kk = *kernels_[k];
-      uks[k] = UpdateKernel{&kk.lat, kk.vals.data(), last ? nullptr : kk.acc.data(),
+      uks[k] = UpdateKernel{&kk.lat(), kk.vals.data(), last ? nullptr : kk.acc.data(),
                             crf::CompatView{kk.type, kk.w, kk.compat.data()}};
     }
     PYSEG_PHASE_START();
@@ -348,16 +352,16 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     ex.run(lat0.nchunks, [&](int c) {
       const int64_t pb = lat0.chunk_begin[c], pe = lat0.chunk_begin[c + 1];
       if (!last)
-        for (auto& kp : kernels_) clear_chunk_rows(kp->lat, c, lp_, kp->acc.data());
+        for (auto& kp : kernels_) clear_chunk_rows(kp->lat(), c, lp_, kp->acc.data());
       if (ks_->update(lp_, nk, uks.data(), neg_u_.get(), pb, pe, q_out, lm, labels_, n_)) return;
       std::vector<float> msg((size_t)nk * lp_), q(lp_);
       std::vector<crf::CompatView> views(nk);
       for (int k = 0; k < nk; ++k) views[k] = uks[k].compat;
       for (int64_t p = pb; p < pe; ++p) {
-        for (int k = 0; k < nk; ++k) slice_pixel(kernels_[k]->lat, p, uks[k].values, lp_, msg.data() + (size_t)k * lp_);
+        for (int k = 0; k < nk; ++k) slice_pixel(kernels_[k]->lat(), p, uks[k].values, lp_, msg.data() + (size_t)k * lp_);
         crf::meanfield_pixel(lp_, neg_u_.get() + p * lp_, nk, msg.data(), lp_, views.data(), q.data());
         for (int k = 0; k < nk; ++k)
-          if (uks[k].acc) splat_pixel(kernels_[k]->lat, p, q.data(), lp_, uks[k].acc);
+          if (uks[k].acc) splat_pixel(kernels_[k]->lat(), p, q.data(), lp_, uks[k].acc);
         if (q_out) std::copy(q.begin(), q.end(), q_out + p * lp_);
         if (lm)
           for (int l = 0; l < labels_; ++l) lm[(int64_t)l * n_ + p] = q[l];
@@ -431,7 +435,7 @@ double DenseCrf::kl_divergence(const float* q, Executor& ex) {
         s += (double)(-nu[l]) * qq[l];
       }
       for (int k = 0; k < nk; ++k) {
-        slice_pixel(kernels_[k]->lat, p, kernels_[k]->vals.data(), lp_, msg.data());
+        slice_pixel(kernels_[k]->lat(), p, kernels_[k]->vals.data(), lp_, msg.data());
         std::fill(acc.begin(), acc.end(), 0.0f);
         const crf::CompatView v{kernels_[k]->type, kernels_[k]->w, kernels_[k]->compat.data()};
         crf::subtract_compat(lp_, v, msg.data(), acc.data());  // acc = -C(K q)

@@ -68,7 +68,8 @@ class DenseCrf {
 
  private:
   struct Kernel {
-    Lattice lat;
+    std::shared_ptr<const Lattice> latp;  // shared with the Gaussian lattice cache, read-only
+    const Lattice& lat() const { return *latp; }
     int type;
     float w;
     std::vector<float> compat;  // lp (diagonal) or lp*lp (symmetrised matrix), zero padded

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <utility>
 #include <limits>
 #include <sstream>
@@ -389,6 +390,94 @@ void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, 
   const float sc[3] = {feat.sr, feat.sg, feat.sb};
   const ImageTables t(n, feat.width, feat.sx, feat.sy, sc);
   build_impl<5>(lat, 5, n, BilatFeat{&t, feat.width, feat.rgb}, normalization, ex);
+}
+
+namespace {
+
+template <class V>
+size_t bytes_of(const V& v) {
+  return v.capacity() * sizeof(typename V::value_type);
+}
+size_t lattice_bytes(const Lattice& l) {
+  return bytes_of(l.chunk_begin) + bytes_of(l.local_begin) + bytes_of(l.offsets) + bytes_of(l.bary) +
+         bytes_of(l.to_global) + bytes_of(l.gather_start) + bytes_of(l.gather_rows) + bytes_of(l.nbr) +
+         bytes_of(l.pre) + bytes_of(l.post);
+}
+
+struct GaussianKey {
+  int64_t n;
+  int width;
+  float sx, sy;
+  int normalization;
+  bool operator==(const GaussianKey& o) const {
+    // Sigmas compared bit for bit (the build uses them exactly).
+    return n == o.n && width == o.width && std::memcmp(&sx, &o.sx, sizeof sx) == 0 &&
+           std::memcmp(&sy, &o.sy, sizeof sy) == 0 && normalization == o.normalization;
+  }
+};
+struct CachedLattice {
+  GaussianKey key;
+  std::shared_ptr<const Lattice> lat;
+  size_t bytes;
+};
+std::mutex g_lat_mu;
+std::vector<CachedLattice>* g_lat_cache = nullptr;  // most recently used last; leaked on purpose (exit order)
+int g_lat_entries = 4;
+
+}  // namespace
+
+std::shared_ptr<const Lattice> gaussian_lattice(int64_t n, const GaussianImageFeatures& feat, int normalization,
+                                                Executor& ex) {
+  const GaussianKey key{n, feat.width, feat.sx, feat.sy, normalization};
+  std::lock_guard<std::mutex> lk(g_lat_mu);  // held while building: a concurrent caller waits and then reuses it
+  if (!g_lat_cache) g_lat_cache = new std::vector<CachedLattice>();
+  auto& cache = *g_lat_cache;
+  for (size_t i = 0; i < cache.size(); ++i) {
+    if (cache[i].key == key) {
+      CachedLattice hit = cache[i];
+      cache.erase(cache.begin() + (std::ptrdiff_t)i);
+      cache.push_back(hit);
+      return hit.lat;
+    }
+  }
+  auto lat = std::make_shared<Lattice>();
+  build_lattice(*lat, n, feat, normalization, ex);
+  if (g_lat_entries > 0) {
+    if ((int)cache.size() >= g_lat_entries) cache.erase(cache.begin());
+    cache.push_back(CachedLattice{key, lat, lattice_bytes(*lat)});
+  }
+  return lat;
+}
+
+void set_lattice_cache_entries(int entries) {
+  std::lock_guard<std::mutex> lk(g_lat_mu);
+  g_lat_entries = entries < 0 ? 0 : entries;
+  if (g_lat_cache)
+    while ((int)g_lat_cache->size() > g_lat_entries) g_lat_cache->erase(g_lat_cache->begin());
+}
+
+int lattice_cache_entries() {
+  std::lock_guard<std::mutex> lk(g_lat_mu);
+  return g_lat_entries;
+}
+
+size_t release_lattice_cache() {
+  std::vector<CachedLattice> drop;
+  {
+    std::lock_guard<std::mutex> lk(g_lat_mu);
+    if (g_lat_cache) drop.swap(*g_lat_cache);
+  }
+  size_t total = 0;
+  for (const auto& c : drop) total += c.bytes;
+  return total;  // the lattices' memory goes back when the last user (if any) lets go of them
+}
+
+size_t lattice_cache_bytes() {
+  std::lock_guard<std::mutex> lk(g_lat_mu);
+  size_t total = 0;
+  if (g_lat_cache)
+    for (const auto& c : *g_lat_cache) total += c.bytes;
+  return total;
 }
 
 int64_t lattice_chunk_size(int64_t n) {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "cpu/thread_pool.h"
@@ -91,6 +92,17 @@ struct BilateralImageFeatures {  // (x / sx, y / sy, r / sr, g / sg, b / sb), rg
 void build_lattice(Lattice& lat, const ArrayFeatures& feat, int normalization, Executor& ex);
 void build_lattice(Lattice& lat, int64_t n, const GaussianImageFeatures& feat, int normalization, Executor& ex);
 void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, int normalization, Executor& ex);
+
+// The Gaussian (position-only) lattice of an image depends on its size, sigmas and normalisation alone, not on
+// its pixels: the last few are kept (read-only, shared) and a call on another image of the same size reuses
+// one instead of building it again. set_lattice_cache_entries(0) turns the cache off (and empties it);
+// release_lattice_cache() empties it and returns the bytes its lattices held.
+std::shared_ptr<const Lattice> gaussian_lattice(int64_t n, const GaussianImageFeatures& feat, int normalization,
+                                                Executor& ex);
+void set_lattice_cache_entries(int entries);
+int lattice_cache_entries();
+size_t release_lattice_cache();
+size_t lattice_cache_bytes();
 
 // Generic filter steps for lp channels per row (rows of lp floats); the ISA kernels have faster versions.
 // acc local rows of chunk c <- 0

@@ -10,7 +10,7 @@ Two ways in:
 Importing needs numpy only; torch is used only when tensors are passed.
 """
 
-from pyseg.crf.api import dense_crf, get_num_threads, release_memory, set_num_threads
+from pyseg.crf.api import dense_crf, get_num_threads, release_memory, set_lattice_cache, set_num_threads
 from pyseg.crf.backends import backends
 from pyseg.crf.densecrf import (
     CONST_KERNEL,
@@ -40,5 +40,6 @@ __all__ = [
     "dense_crf",
     "get_num_threads",
     "release_memory",
+    "set_lattice_cache",
     "set_num_threads",
 ]
