@@ -156,7 +156,8 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize], key[Scratch<D>::kSize];
     int prev2_rem0[Scratch<D>::kSize], prev2_rank[Scratch<D>::kSize], ids2[Scratch<D>::kSize];
     bool have_prev2 = false;
-    for (int i = 0; i < Scratch<D>::kSize; ++i) prev_rem0[i] = prev_rank[i] = prev2_rem0[i] = prev2_rank[i] = 0;
+    for (int i = 0; i < Scratch<D>::kSize; ++i)
+      prev_rem0[i] = prev_rank[i] = prev2_rem0[i] = prev2_rank[i] = ids[i] = ids2[i] = 0;
     float bary[Scratch<D>::kSize + 1];
     bool have_prev = false;
     // Places point p (its lattice point computed) in the chunk's vertices.
