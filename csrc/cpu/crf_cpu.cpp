@@ -18,8 +18,8 @@
 #include <cstdio>
 namespace {
 struct PhaseClock {  // wall-clock ms per phase of iterate(), summed over its steps and printed at its end
-  const char* names[4] = {"reduce", "blur", "(unused)", "update"};
-  double ms[4] = {};
+  const char* names[3] = {"reduce", "blur", "update"};
+  double ms[3] = {};
   std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
   void tick(int i) {
     const auto now = std::chrono::steady_clock::now();
@@ -28,7 +28,7 @@ struct PhaseClock {  // wall-clock ms per phase of iterate(), summed over its st
   }
   void start() { t = std::chrono::steady_clock::now(); }
   void report() {
-    for (int i = 0; i < 4; ++i) std::fprintf(stderr, "iterate %-10s %.2f ms\n", names[i], ms[i]);
+    for (int i = 0; i < 3; ++i) std::fprintf(stderr, "iterate %-10s %.2f ms\n", names[i], ms[i]);
     for (double& v : ms) v = 0;
   }
 } phase_clock;
@@ -248,11 +248,10 @@ void DenseCrf::add_bilateral(int width, int height, float sx, float sy, float sr
 void DenseCrf::ensure_buffers() {
   for (auto& k : kernels_) {
     const size_t rows = (size_t)k->lat().rows() * lp_;
-    if (k->acc.size() != rows) k->acc.resize(rows);
-    if (k->vals.size() != rows) k->vals.resize(rows);
     const size_t g = (size_t)(k->lat().m + 1) * lp_;
+    if (k->acc.size() != std::max(rows, g)) k->acc.resize(std::max(rows, g));
+    if (k->vals.size() != rows) k->vals.resize(rows);
     if (k->ga.size() != g) k->ga.assign(g, 0.0f);
-    if (k->gb.size() != g) k->gb.assign(g, 0.0f);
   }
 }
 
@@ -267,9 +266,10 @@ void DenseCrf::splat_all(const float* qp, Executor& ex) {
 
 void DenseCrf::propagate_all(Executor& ex) {
   // All kernels together, phase by phase: the reduce of the chunks' partial sums into ga, then blur pass j of
-  // every kernel with more than j axes (ping-pong between ga and gb), a kernel's last pass writing its local
-  // rows for the slice directly (the distribute). Fewer, fuller parallel phases than kernel by kernel: each
-  // is a barrier, and a barrier costs most where a thread is slow to get the CPU.
+  // every kernel with more than j axes, ping-pong between ga and acc (whose partial sums are spent: one table
+  // less), a kernel's last pass writing its local rows for the slice directly (the distribute). Fewer, fuller
+  // parallel phases than kernel by kernel: each is a barrier, and a barrier costs most where a thread is slow
+  // to get the CPU.
   struct Task {
     Kernel* k;
     int64_t b, e;
@@ -299,11 +299,16 @@ void DenseCrf::propagate_all(Executor& ex) {
     ex.run((int)tasks.size(), [&](int i) {
       const Task& tk = tasks[i];
       Kernel& k = *tk.k;
-      const float* src = (j % 2 == 0 ? k.ga : k.gb).data();
-      float* dst = (j % 2 == 0 ? k.gb : k.ga).data();
+      const float* src = (j % 2 == 0 ? k.ga : k.acc).data();
+      float* dst = (j % 2 == 0 ? k.acc : k.ga).data();
       float* local = j == k.lat().d ? k.vals.data() : nullptr;
       ks_->blur(k.lat(), j, src, dst, lp_, tk.b, tk.e, local);
     });
+    if (j == 0)  // acc's row m (a local row, or past them) becomes the zero missing-neighbour row of its table
+      for (auto& kp : kernels_) {
+        float* z = kp->acc.data() + (size_t)kp->lat().m * lp_;
+        std::fill(z, z + lp_, 0.0f);
+      }
   }
   PYSEG_PHASE(1);
 }
@@ -358,7 +363,8 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
       std::vector<crf::CompatView> views(nk);
       for (int k = 0; k < nk; ++k) views[k] = uks[k].compat;
       for (int64_t p = pb; p < pe; ++p) {
-        for (int k = 0; k < nk; ++k) slice_pixel(kernels_[k]->lat(), p, uks[k].values, lp_, msg.data() + (size_t)k * lp_);
+        for (int k = 0; k < nk; ++k)
+          slice_pixel(kernels_[k]->lat(), p, uks[k].values, lp_, msg.data() + (size_t)k * lp_);
         crf::meanfield_pixel(lp_, neg_u_.get() + p * lp_, nk, msg.data(), lp_, views.data(), q.data());
         for (int k = 0; k < nk; ++k)
           if (uks[k].acc) splat_pixel(kernels_[k]->lat(), p, q.data(), lp_, uks[k].acc);
@@ -367,7 +373,7 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
           for (int l = 0; l < labels_; ++l) lm[(int64_t)l * n_ + p] = q[l];
       }
     });
-    PYSEG_PHASE(3);
+    PYSEG_PHASE(2);
   }
   PYSEG_PHASE_REPORT();
 }
@@ -480,15 +486,11 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
 #ifdef PYSEG_PROFILE
     const auto t2 = std::chrono::steady_clock::now();
 #endif
-#ifdef PYSEG_PROFILE
-    const auto t3 = std::chrono::steady_clock::now();
-#endif
     crf.iterate(qp.get(), iterations, ex, out + i * per);
 #ifdef PYSEG_PROFILE
-    const auto t4 = std::chrono::steady_clock::now();
+    const auto t3 = std::chrono::steady_clock::now();
     auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-    std::fprintf(stderr, "image unary %.2f gaussian %.2f bilateral %.2f iterate %.2f ms\n", ms(t0, t1), ms(t1, t2),
-                 ms(t2, t3), ms(t3, t4));
+    std::fprintf(stderr, "image unary %.2f kernels %.2f iterate %.2f ms\n", ms(t0, t1), ms(t1, t2), ms(t2, t3));
 #endif
   };
   with_executor(threads, [&](Executor& ex) {

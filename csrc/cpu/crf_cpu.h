@@ -73,9 +73,10 @@ class DenseCrf {
     int type;
     float w;
     std::vector<float> compat;  // lp (diagonal) or lp*lp (symmetrised matrix), zero padded
-    wvec<float> acc;            // splat of Q into local rows, L * lp
-    wvec<float> vals;           // filtered values in local rows, L * lp
-    wvec<float> ga, gb;         // blur ping-pong tables, (m + 1) * lp (row m stays 0: the missing neighbour)
+    wvec<float> acc;   // splat of Q into local rows, L * lp; from the reduce to the next splat, a blur table
+                       // (it has max(L, m + 1) rows)
+    wvec<float> vals;  // filtered values in local rows, L * lp
+    wvec<float> ga;    // the other blur table, (m + 1) * lp (row m stays 0: the missing neighbour)
   };
   void add_compat(Kernel& k, const CompatSpec& c);
   void ensure_buffers();
