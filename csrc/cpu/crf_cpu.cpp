@@ -116,7 +116,8 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
   std::atomic<int64_t> first_bad{-1};
   ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
     // The ISA kernels (in-register transposes); the generic code below for label counts they do not compile.
-    const int fast = ks_->unary(lp_, prob, n_, labels_, b0, e0, clip, sum_tol, neg_u_.get(), q0);
+    float* q0_rows = q0 ? q0 + b0 * lp_ : nullptr;
+    const int fast = ks_->unary(lp_, prob, n_, labels_, b0, e0, clip, sum_tol, neg_u_.get(), q0_rows);
     if (fast >= 0) {
       if (fast == 0) {
         int64_t expected = -1;
@@ -170,28 +171,59 @@ void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol
       }
     }
   }, 16384);
-  if (first_bad.load() >= 0) {
-    // Find and report the first offending pixel (any block may have been first to fail).
-    for (int64_t p = 0; p < n_; ++p) {
-      float s = 0.0f;
-      for (int l = 0; l < labels_; ++l) {
-        const float v = prob[(int64_t)l * n_ + p];
-        if (!(v >= 0.0f && v <= 3.4e38f)) {
-          std::ostringstream os;
-          os << "probabilities must be finite and >= 0 (in [0, 1]), got " << v << " at label " << l << ", pixel "
-             << p;
-          throw std::invalid_argument(os.str());
-        }
-        s += v;
-      }
-      if (!(std::fabs(s - 1.0f) <= sum_tol)) {
+  if (first_bad.load() >= 0) throw_bad_probs(prob, sum_tol);
+  has_unary_ = true;
+}
+
+void DenseCrf::throw_bad_probs(const float* prob, float sum_tol) const {
+  // Find and report the first offending pixel (any block may have been first to fail).
+  for (int64_t p = 0; p < n_; ++p) {
+    float s = 0.0f;
+    for (int l = 0; l < labels_; ++l) {
+      const float v = prob[(int64_t)l * n_ + p];
+      if (!(v >= 0.0f && v <= 3.4e38f)) {
         std::ostringstream os;
-        os << "probabilities must sum to 1 over the labels (within " << sum_tol << "), got " << s << " at pixel "
+        os << "probabilities must be finite and >= 0 (in [0, 1]), got " << v << " at label " << l << ", pixel "
            << p;
         throw std::invalid_argument(os.str());
       }
+      s += v;
+    }
+    if (!(std::fabs(s - 1.0f) <= sum_tol)) {
+      std::ostringstream os;
+      os << "probabilities must sum to 1 over the labels (within " << sum_tol << "), got " << s << " at pixel "
+         << p;
+      throw std::invalid_argument(os.str());
     }
   }
+  throw std::logic_error("a block reported bad probabilities that the scan did not find");
+}
+
+bool DenseCrf::can_splat_unary() const { return !kernels_.empty() && lp_ <= kMaxFastLP; }
+
+void DenseCrf::set_unary_from_probs_splat(const float* prob, float clip, float sum_tol, Executor& ex) {
+  if (!can_splat_unary()) throw std::logic_error("set_unary_from_probs_splat needs kernels and lp <= kMaxFastLP");
+  ensure_buffers();
+  // Chunk by chunk (every lattice of this CRF has the same chunks): blocks of kBlock pixels get their unary
+  // rows and softmax(-U) in a small buffer, splatted at once into every kernel's rows: the starting Q never
+  // goes through memory (no n x lp buffer, no second pass over it).
+  std::atomic<int64_t> first_bad{-1};
+  const Lattice& lat0 = kernels_[0]->lat();
+  ex.run(lat0.nchunks, [&](int c) {
+    const int64_t pb = lat0.chunk_begin[c], pe = lat0.chunk_begin[c + 1];
+    for (auto& k : kernels_) clear_chunk_rows(k->lat(), c, lp_, k->acc.data());
+    std::vector<float> qb((size_t)kBlock * lp_);
+    for (int64_t b = pb; b < pe; b += kBlock) {
+      const int64_t e = std::min(pe, b + kBlock);
+      if (ks_->unary(lp_, prob, n_, labels_, b, e, clip, sum_tol, neg_u_.get(), qb.data()) != 1) {
+        int64_t expected = -1;
+        first_bad.compare_exchange_strong(expected, b);
+        return;
+      }
+      for (auto& k : kernels_) ks_->splat_rows(k->lat(), b, (int)(e - b), qb.data(), lp_, k->acc.data());
+    }
+  });
+  if (first_bad.load() >= 0) throw_bad_probs(prob, sum_tol);
   has_unary_ = true;
 }
 
@@ -338,7 +370,10 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     if (out_lm) to_label_major(qp, out_lm, ex);
     return;
   }
-  splat_all(qp, ex);
+  if (qp)
+    splat_all(qp, ex);
+  else if (!out_lm)
+    throw std::logic_error("iterate without qp (the rows already splatted) needs out_lm");
   std::vector<UpdateKernel> uks(nk);
   const Lattice& lat0 = kernels_[0]->lat();
   for (int it = 0; it < iterations; ++it) {
@@ -467,8 +502,6 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
     const auto t0 = std::chrono::steady_clock::now();
 #endif
     DenseCrf crf(n, labels);
-    WsArray<float> qp((size_t)n * crf.lp());
-    crf.set_unary_from_probs(probs + i * per, 1e-5f, 1e-3f, qp.get(), ex);
 #ifdef PYSEG_PROFILE
     const auto t1 = std::chrono::steady_clock::now();
 #endif
@@ -486,11 +519,19 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
 #ifdef PYSEG_PROFILE
     const auto t2 = std::chrono::steady_clock::now();
 #endif
-    crf.iterate(qp.get(), iterations, ex, out + i * per);
+    if (iterations > 0 && crf.can_splat_unary()) {
+      // The unary and the first splat in one pass: no starting-Q buffer.
+      crf.set_unary_from_probs_splat(probs + i * per, 1e-5f, 1e-3f, ex);
+      crf.iterate(nullptr, iterations, ex, out + i * per);
+    } else {
+      WsArray<float> qp((size_t)n * crf.lp());
+      crf.set_unary_from_probs(probs + i * per, 1e-5f, 1e-3f, qp.get(), ex);
+      crf.iterate(qp.get(), iterations, ex, out + i * per);
+    }
 #ifdef PYSEG_PROFILE
     const auto t3 = std::chrono::steady_clock::now();
     auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-    std::fprintf(stderr, "image unary %.2f kernels %.2f iterate %.2f ms\n", ms(t0, t1), ms(t1, t2), ms(t2, t3));
+    std::fprintf(stderr, "image setup %.2f kernels %.2f unary+iterate %.2f ms\n", ms(t0, t1), ms(t1, t2), ms(t2, t3));
 #endif
   };
   with_executor(threads, [&](Executor& ex) {

@@ -40,6 +40,10 @@ class DenseCrf {
   // -log(clip(p, clip, 1)) from probabilities (labels, n) (validated: finite, in [0, 1], sums within tol of
   // 1). When q0 is given (n * lp), it receives softmax(-U), the starting point of inference.
   void set_unary_from_probs(const float* p, float clip, float sum_tol, float* q0, Executor& ex);
+  // The same, with softmax(-U) splatted straight into every kernel's rows (for iterate(nullptr, ...)); needs
+  // the kernels added first and can_splat_unary().
+  void set_unary_from_probs_splat(const float* p, float clip, float sum_tol, Executor& ex);
+  bool can_splat_unary() const;
   bool has_unary() const { return has_unary_; }
 
   void add_kernel(const ArrayFeatures& f, const CompatSpec& c, int normalization, Executor& ex);
@@ -62,6 +66,7 @@ class DenseCrf {
   const char* isa() const { return ks_->name; }
   void initial_q(float* qp, Executor& ex);
   // `iterations` steps from qp (n * lp); the final Q goes to out_lm as (labels, n) when given, else to qp.
+  // qp == nullptr: from the rows set_unary_from_probs_splat splatted (out_lm required).
   void iterate(float* qp, int iterations, Executor& ex, float* out_lm = nullptr);
   void to_label_major(const float* qp, float* out, Executor& ex) const;
   void from_label_major(const float* q, float* qp, Executor& ex) const;
@@ -81,6 +86,7 @@ class DenseCrf {
   void add_compat(Kernel& k, const CompatSpec& c);
   void ensure_buffers();
   void ensure_unary();  // zeros when no unary was set
+  [[noreturn]] void throw_bad_probs(const float* prob, float sum_tol) const;  // the first bad pixel's message
   void splat_all(const float* qp, Executor& ex);  // every kernel's acc <- splat of qp
   void propagate_all(Executor& ex);              // every kernel's vals <- blur of its reduced acc
   void filter_all(const float* qp, Executor& ex) {

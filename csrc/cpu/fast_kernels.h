@@ -168,7 +168,8 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
 }
 
 // Unary rows from probabilities for pixels [b, e): neg_u (n x LP) = log(clip(p)), padding lanes kPadEnergy;
-// q0 (n x LP, optional) = clip(p) / sum of clip(p) (softmax(-U)); clip(p) = min(max(p, clip), 1). prob is
+// q0 ((e - b) x LP, row p - b for pixel p; optional) = clip(p) / sum of clip(p) (softmax(-U));
+// clip(p) = min(max(p, clip), 1). prob is
 // label-major (labels, n). Returns false when a pixel has a probability that is negative or not finite, or
 // probabilities whose sum is off 1 by more than sum_tol (rows may then be partly written).
 template <int LP>
@@ -199,7 +200,7 @@ bool unary_rows_v(const float* __restrict prob, int64_t n, int labels, int64_t b
       const vw_t inv = 1.0f / csum;
       for (int l = 0; l < labels; ++l) qv[l] *= inv;
       for (int l = labels; l < LP; ++l) qv[l] = vw_t{};
-      rows_from_labels<LP>(qv, q0 + p * LP);
+      rows_from_labels<LP>(qv, q0 + (p - b) * LP);
     }
   }
   bool ok = true;
@@ -215,14 +216,14 @@ bool unary_rows_v(const float* __restrict prob, int64_t n, int labels, int64_t b
       const float c = lo > 1.0f ? 1.0f : lo;
       csum += c;
       ur[l] = crf::fast_log_pos(c);
-      if (q0) q0[p * LP + l] = c;
+      if (q0) q0[(p - b) * LP + l] = c;
     }
     ok &= std::fabs(sum - 1.0f) <= sum_tol;
     for (int l = labels; l < LP; ++l) ur[l] = crf::kPadEnergy;
     if (q0) {
       const float inv = 1.0f / csum;
-      for (int l = 0; l < labels; ++l) q0[p * LP + l] *= inv;
-      for (int l = labels; l < LP; ++l) q0[p * LP + l] = 0.0f;
+      for (int l = 0; l < labels; ++l) q0[(p - b) * LP + l] *= inv;
+      for (int l = labels; l < LP; ++l) q0[(p - b) * LP + l] = 0.0f;
     }
   }
   return ok;

@@ -34,8 +34,11 @@ struct KernelSet {
   // register-blocked version (the caller then uses the generic path).
   bool (*update)(int lp, int nk, const UpdateKernel* ks, const float* neg_u, int64_t pb, int64_t pe, float* q_out,
                  float* out_lm, int labels, int64_t n);
+  // acc rows += the splat of rows (nb x lp: points p0 .. p0 + nb - 1 of one chunk), in point order
+  void (*splat_rows)(const Lattice& lat, int64_t p0, int nb, const float* rows, int lp, float* acc);
   // Pixels [b, e) of the unary from probabilities prob (labels, n): neg_u (n x lp) = log(clip(p)) (padding
-  // lanes crf::kPadEnergy) and, where given, q0 (n x lp) = clip(p) / sum clip(p), clip(p) = min(max(p, clip), 1).
+  // lanes crf::kPadEnergy) and, where given, q0 ((e - b) x lp: row p - b for pixel p) = clip(p) / sum clip(p),
+  // clip(p) = min(max(p, clip), 1).
   // Returns 1, 0 when a probability is negative or not finite or a pixel's sum is off 1 by more than sum_tol,
   // or -1 when lp has no register-blocked version (nothing written).
   int (*unary)(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
@@ -51,6 +54,8 @@ bool cpu_has_avx2();
 const KernelSet& best_kernels();
 // Rows of a pixel's or vertex's labels are padded to a multiple of this many floats (both sets handle it).
 constexpr int kLabelPad = 4;
+// The largest padded label count with register-blocked kernels (more take the generic path).
+constexpr int kMaxFastLP = 32;
 
 }  // namespace cpu
 }  // namespace pyseg

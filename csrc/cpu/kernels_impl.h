@@ -16,7 +16,7 @@ namespace PYSEG_ISA {
 #include "cpu/simd.h"
 #include "cpu/fast_kernels.h"
 
-constexpr int kMaxLP = 32;  // register-blocked up to 32 labels; more take the generic path
+constexpr int kMaxLP = kMaxFastLP;
 
 // Finds the compiled LP for a run-time lp (a multiple of kLabelPad).
 template <int LP>
@@ -48,6 +48,12 @@ struct Dispatch {
     }
     return Dispatch<LP + kLabelPad>::update(lp, nk, ks, neg_u, pb, pe, q_out, out_lm, labels, n);
   }
+  static void splat_rows(const Lattice& lat, int64_t p0, int nb, const float* rows, int lp, float* acc) {
+    if (lp == LP)
+      splat_rows_of<LP>(UpdateKernel{&lat, nullptr, acc, crf::CompatView{}}, p0, nb, rows);
+    else
+      Dispatch<LP + kLabelPad>::splat_rows(lat, p0, nb, rows, lp, acc);
+  }
   static int unary(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
                    float* neg_u, float* q0) {
     if (lp == LP) return unary_rows_v<LP>(prob, n, labels, b, e, clip, sum_tol, neg_u, q0) ? 1 : 0;
@@ -68,6 +74,9 @@ struct Dispatch<kMaxLP + kLabelPad> {
   static bool update(int, int, const UpdateKernel*, const float*, int64_t, int64_t, float*, float*, int, int64_t) {
     return false;
   }
+  static void splat_rows(const Lattice& lat, int64_t p0, int nb, const float* rows, int lp, float* acc) {
+    for (int i = 0; i < nb; ++i) splat_pixel(lat, p0 + i, rows + (int64_t)i * lp, lp, acc);
+  }
   static int unary(int, const float*, int64_t, int, int64_t, int64_t, float, float, float*, float*) { return -1; }
 };
 
@@ -83,6 +92,7 @@ static const KernelSet kSet{PYSEG_ISA_NAME,
                             &Dispatch<kLabelPad>::reduce,
                             &Dispatch<kLabelPad>::blur,
                             &Dispatch<kLabelPad>::update,
+                            &Dispatch<kLabelPad>::splat_rows,
                             &Dispatch<kLabelPad>::unary,
                             &log_pos};
 
