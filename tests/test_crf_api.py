@@ -118,7 +118,9 @@ def test_compat_zero_switches_a_kernel_off():
     d = dcrf.DenseCRF2D(w, h, n_labels)
     d.setUnaryEnergy(cutils.unary_from_softmax(pr))
     d.addPairwiseBilateral(sxy=P.bilateral_sxy, srgb=P.bilateral_srgb, rgbim=img, compat=P.bilateral_compat)
-    np.testing.assert_allclose(out.reshape(n_labels, -1), d.inference(P.iterations), atol=2e-6)
+    # Rounding apart (dense_crf starts from clip(p) / sum, the drop-in from softmax(-U); without FMA, as with
+    # PYSEG_CPU_ISA=sse2, they differed by 2.3e-6), the same: with the Gaussian kernel left in, 0.97 apart.
+    np.testing.assert_allclose(out.reshape(n_labels, -1), d.inference(P.iterations), atol=1e-5)
 
 
 def test_dropin_equals_dense_crf():

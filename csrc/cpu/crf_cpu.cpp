@@ -211,7 +211,7 @@ void DenseCrf::set_unary_from_probs_splat(const float* prob, float clip, float s
   const Lattice& lat0 = kernels_[0]->lat();
   ex.run(lat0.nchunks, [&](int c) {
     const int64_t pb = lat0.chunk_begin[c], pe = lat0.chunk_begin[c + 1];
-    for (auto& k : kernels_) clear_chunk_rows(k->lat(), c, lp_, k->acc.data());
+    for (auto& k : kernels_) clear_chunk_rows(k->lat(), c, lp_, k->acc());
     std::vector<float> qb((size_t)kBlock * lp_);
     for (int64_t b = pb; b < pe; b += kBlock) {
       const int64_t e = std::min(pe, b + kBlock);
@@ -220,7 +220,7 @@ void DenseCrf::set_unary_from_probs_splat(const float* prob, float clip, float s
         first_bad.compare_exchange_strong(expected, b);
         return;
       }
-      for (auto& k : kernels_) ks_->splat_rows(k->lat(), b, (int)(e - b), qb.data(), lp_, k->acc.data());
+      for (auto& k : kernels_) ks_->splat_rows(k->lat(), b, (int)(e - b), qb.data(), lp_, k->acc());
     }
   });
   if (first_bad.load() >= 0) throw_bad_probs(prob, sum_tol);
@@ -281,9 +281,8 @@ void DenseCrf::ensure_buffers() {
   for (auto& k : kernels_) {
     const size_t rows = (size_t)k->lat().rows() * lp_;
     const size_t g = (size_t)(k->lat().m + 1) * lp_;
-    if (k->acc.size() != std::max(rows, g)) k->acc.resize(std::max(rows, g));
-    if (k->vals.size() != rows) k->vals.resize(rows);
-    if (k->ga.size() != g) k->ga.assign(g, 0.0f);
+    for (auto& b : k->buf)
+      if (b.size() != std::max(rows, g)) b.resize(std::max(rows, g));
   }
 }
 
@@ -292,16 +291,16 @@ void DenseCrf::splat_all(const float* qp, Executor& ex) {
   // Chunks of the first kernel's lattice; every lattice of this CRF has the same chunks (they depend on n only).
   if (kernels_.empty()) return;
   ex.run(kernels_[0]->lat().nchunks, [&](int c) {
-    for (auto& k : kernels_) ks_->splat(k->lat(), c, qp, lp_, k->acc.data());
+    for (auto& k : kernels_) ks_->splat(k->lat(), c, qp, lp_, k->acc());
   });
 }
 
 void DenseCrf::propagate_all(Executor& ex) {
-  // All kernels together, phase by phase: the reduce of the chunks' partial sums into ga, then blur pass j of
-  // every kernel with more than j axes, ping-pong between ga and acc (whose partial sums are spent: one table
-  // less), a kernel's last pass writing its local rows for the slice directly (the distribute). Fewer, fuller
-  // parallel phases than kernel by kernel: each is a barrier, and a barrier costs most where a thread is slow
-  // to get the CPU.
+  // All kernels together, phase by phase: the reduce of the chunks' partial sums (buf[cur]) into the other
+  // table, then blur pass j of every kernel with more than j axes, ping-pong between the two tables, a
+  // kernel's last pass writing its local rows for the slice directly (the distribute) into the table it does
+  // not read. Fewer, fuller parallel phases than kernel by kernel: each is a barrier, and a barrier costs most
+  // where a thread is slow to get the CPU.
   struct Task {
     Kernel* k;
     int64_t b, e;
@@ -321,8 +320,18 @@ void DenseCrf::propagate_all(Executor& ex) {
   PYSEG_PHASE_START();
   ex.run((int)tasks.size(), [&](int i) {
     const Task& tk = tasks[i];
-    ks_->reduce(tk.k->lat(), tk.k->acc.data(), lp_, tk.k->ga.data(), tk.b, tk.e);
+    Kernel& k = *tk.k;
+    ks_->reduce(k.lat(), k.buf[k.cur].data(), lp_, k.buf[1 - k.cur].data(), tk.b, tk.e);
   });
+  // The missing-neighbour rows (row m of both tables: it may hold a local row or stale values) <- 0. In
+  // buf[cur] only after pass 0 has read the last of its local rows (below).
+  auto zero_row_m = [&](int which) {
+    for (auto& kp : kernels_) {
+      float* z = kp->buf[which == 0 ? 1 - kp->cur : kp->cur].data() + (size_t)kp->lat().m * lp_;
+      std::fill(z, z + lp_, 0.0f);
+    }
+  };
+  zero_row_m(0);
   PYSEG_PHASE(0);
   for (int j = 0; j < max_d1; ++j) {
     tasks.clear();
@@ -331,16 +340,20 @@ void DenseCrf::propagate_all(Executor& ex) {
     ex.run((int)tasks.size(), [&](int i) {
       const Task& tk = tasks[i];
       Kernel& k = *tk.k;
-      const float* src = (j % 2 == 0 ? k.ga : k.acc).data();
-      float* dst = (j % 2 == 0 ? k.acc : k.ga).data();
-      float* local = j == k.lat().d ? k.vals.data() : nullptr;
-      ks_->blur(k.lat(), j, src, dst, lp_, tk.b, tk.e, local);
+      const int s = j % 2 == 0 ? 1 - k.cur : k.cur;  // the table pass j reads
+      const float* src = k.buf[s].data();
+      float* dst = k.buf[1 - s].data();
+      const bool last = j == k.lat().d;
+      ks_->blur(k.lat(), j, src, dst, lp_, tk.b, tk.e, last ? dst : nullptr);
     });
-    if (j == 0)  // acc's row m (a local row, or past them) becomes the zero missing-neighbour row of its table
-      for (auto& kp : kernels_) {
-        float* z = kp->acc.data() + (size_t)kp->lat().m * lp_;
-        std::fill(z, z + lp_, 0.0f);
-      }
+    if (j == 0) zero_row_m(1);
+  }
+  // The local rows went to the table the last pass did not read: it holds the values, the other one receives
+  // the next splat.
+  for (auto& kp : kernels_) {
+    const int d = kp->lat().d;
+    const int read_last = d % 2 == 0 ? 1 - kp->cur : kp->cur;
+    kp->cur = read_last;
   }
   PYSEG_PHASE(1);
 }
@@ -381,7 +394,7 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     const bool last = it + 1 == iterations;
     for (int k = 0; k < nk; ++k) {
       Kernel& kk = *kernels_[k];
-      uks[k] = UpdateKernel{&kk.lat(), kk.vals.data(), last ? nullptr : kk.acc.data(),
+      uks[k] = UpdateKernel{&kk.lat(), kk.vals(), last ? nullptr : kk.acc(),
                             crf::CompatView{kk.type, kk.w, kk.compat.data()}};
     }
     PYSEG_PHASE_START();
@@ -392,7 +405,7 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     ex.run(lat0.nchunks, [&](int c) {
       const int64_t pb = lat0.chunk_begin[c], pe = lat0.chunk_begin[c + 1];
       if (!last)
-        for (auto& kp : kernels_) clear_chunk_rows(kp->lat(), c, lp_, kp->acc.data());
+        for (auto& kp : kernels_) clear_chunk_rows(kp->lat(), c, lp_, kp->acc());
       if (ks_->update(lp_, nk, uks.data(), neg_u_.get(), pb, pe, q_out, lm, labels_, n_)) return;
       std::vector<float> msg((size_t)nk * lp_), q(lp_);
       std::vector<crf::CompatView> views(nk);
@@ -476,7 +489,7 @@ double DenseCrf::kl_divergence(const float* q, Executor& ex) {
         s += (double)(-nu[l]) * qq[l];
       }
       for (int k = 0; k < nk; ++k) {
-        slice_pixel(kernels_[k]->lat(), p, kernels_[k]->vals.data(), lp_, msg.data());
+        slice_pixel(kernels_[k]->lat(), p, kernels_[k]->vals(), lp_, msg.data());
         std::fill(acc.begin(), acc.end(), 0.0f);
         const crf::CompatView v{kernels_[k]->type, kernels_[k]->w, kernels_[k]->compat.data()};
         crf::subtract_compat(lp_, v, msg.data(), acc.data());  // acc = -C(K q)

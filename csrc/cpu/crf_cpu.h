@@ -78,10 +78,14 @@ class DenseCrf {
     int type;
     float w;
     std::vector<float> compat;  // lp (diagonal) or lp*lp (symmetrised matrix), zero padded
-    wvec<float> acc;   // splat of Q into local rows, L * lp; from the reduce to the next splat, a blur table
-                       // (it has max(L, m + 1) rows)
-    wvec<float> vals;  // filtered values in local rows, L * lp
-    wvec<float> ga;    // the other blur table, (m + 1) * lp (row m stays 0: the missing neighbour)
+    // Two tables of max(L, m + 1) rows of lp floats whose roles alternate: the update slices the filtered
+    // local rows in buf[1 - cur] and splats into buf[cur]; the reduce writes the global rows into buf[1 - cur],
+    // the blur passes ping-pong between the two (row m: the zero missing neighbour), and the last pass writes
+    // the local rows into whichever the pass does not read, which becomes the next update's values.
+    wvec<float> buf[2];
+    int cur = 0;
+    float* acc() { return buf[cur].data(); }
+    float* vals() { return buf[1 - cur].data(); }
   };
   void add_compat(Kernel& k, const CompatSpec& c);
   void ensure_buffers();
