@@ -205,8 +205,9 @@ PYBIND11_MODULE(_crf_cpu, m) {
         },
         "Returns the CPU backend's cached work buffers and Gaussian lattices to the OS; returns the bytes released.");
   m.def("cached_bytes", [] { return pyseg::cpu::cached_bytes() + pyseg::cpu::lattice_cache_bytes(); });
-  m.def("set_lattice_cache_entries", &pyseg::cpu::set_lattice_cache_entries, py::arg("entries"),
-        "How many Gaussian lattices (one per image size, sigma and normalisation) are kept for reuse; 0 = none.");
+  m.def("set_lattice_cache_limits", &pyseg::cpu::set_lattice_cache_limits, py::arg("entries"), py::arg("max_bytes"),
+        "Gaussian lattices (one per image size, sigma and normalisation) kept for reuse: at most `entries` (0 = "
+        "none) of at most max_bytes in all.");
   m.def("lattice_cache_entries", &pyseg::cpu::lattice_cache_entries);
   m.def("release_lattice_cache", &pyseg::cpu::release_lattice_cache,
         "Empties the Gaussian lattice cache (its buffers stay in the work-buffer cache); returns its bytes.");

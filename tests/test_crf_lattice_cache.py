@@ -97,7 +97,21 @@ def test_off_and_release_empty_the_cache():
     assert _crf_cpu.release_lattice_cache() == 0
 
 
+def test_byte_cap_keeps_big_lattices_out():
+    pr, img = probs(3, 64, 64), image(64, 64)
+    ref = uncached(pr, img, P)
+    dcrf.set_lattice_cache(4, max_mb=0)  # every lattice is over the cap
+    _crf_cpu.release_lattice_cache()
+    np.testing.assert_array_equal(dcrf.dense_crf(pr, img, P), ref)
+    assert _crf_cpu.release_lattice_cache() == 0  # nothing was kept
+    dcrf.set_lattice_cache(4, max_mb=1)  # a 64x64 lattice (~150 KB) fits
+    np.testing.assert_array_equal(dcrf.dense_crf(pr, img, P), ref)
+    assert _crf_cpu.release_lattice_cache() > 0
+
+
 @pytest.mark.parametrize("bad, err", [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("4", TypeError)])
 def test_set_lattice_cache_rejects_bad_counts(bad, err):
     with pytest.raises(err, match="entries must be an integer >= 0"):
         dcrf.set_lattice_cache(bad)
+    with pytest.raises(err, match="max_mb must be an integer >= 0"):
+        dcrf.set_lattice_cache(4, max_mb=bad)

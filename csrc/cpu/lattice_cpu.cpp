@@ -424,8 +424,21 @@ struct CachedLattice {
 std::mutex g_lat_mu;
 std::vector<CachedLattice>* g_lat_cache = nullptr;  // most recently used last; leaked on purpose (exit order)
 int g_lat_entries = 4;
+size_t g_lat_max_bytes = size_t(256) << 20;  // a 4096x4096 Gaussian lattice (~620 MB) is not kept
 
 }  // namespace
+
+// Drops the least recently used lattices until the limits hold (g_lat_mu held).
+static void trim_lattice_cache() {
+  if (!g_lat_cache) return;
+  auto& cache = *g_lat_cache;
+  size_t total = 0;
+  for (const auto& c : cache) total += c.bytes;
+  while (!cache.empty() && ((int)cache.size() > g_lat_entries || total > g_lat_max_bytes)) {
+    total -= cache.front().bytes;
+    cache.erase(cache.begin());
+  }
+}
 
 std::shared_ptr<const Lattice> gaussian_lattice(int64_t n, const GaussianImageFeatures& feat, int normalization,
                                                 Executor& ex) {
@@ -443,18 +456,19 @@ std::shared_ptr<const Lattice> gaussian_lattice(int64_t n, const GaussianImageFe
   }
   auto lat = std::make_shared<Lattice>();
   build_lattice(*lat, n, feat, normalization, ex);
-  if (g_lat_entries > 0) {
-    if ((int)cache.size() >= g_lat_entries) cache.erase(cache.begin());
-    cache.push_back(CachedLattice{key, lat, lattice_bytes(*lat)});
+  const size_t bytes = lattice_bytes(*lat);
+  if (g_lat_entries > 0 && bytes <= g_lat_max_bytes) {
+    cache.push_back(CachedLattice{key, lat, bytes});
+    trim_lattice_cache();
   }
   return lat;
 }
 
-void set_lattice_cache_entries(int entries) {
+void set_lattice_cache_limits(int entries, size_t max_bytes) {
   std::lock_guard<std::mutex> lk(g_lat_mu);
   g_lat_entries = entries < 0 ? 0 : entries;
-  if (g_lat_cache)
-    while ((int)g_lat_cache->size() > g_lat_entries) g_lat_cache->erase(g_lat_cache->begin());
+  g_lat_max_bytes = max_bytes;
+  trim_lattice_cache();
 }
 
 int lattice_cache_entries() {

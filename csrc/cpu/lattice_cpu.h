@@ -95,11 +95,12 @@ void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, 
 
 // The Gaussian (position-only) lattice of an image depends on its size, sigmas and normalisation alone, not on
 // its pixels: the last few are kept (read-only, shared) and a call on another image of the same size reuses
-// one instead of building it again. set_lattice_cache_entries(0) turns the cache off (and empties it);
-// release_lattice_cache() empties it and returns the bytes its lattices held.
+// one instead of building it again: at most `entries` lattices (default 4) of at most max_bytes in all (default
+// 256 MiB; a bigger lattice is not kept), least recently used dropped first. entries 0 turns the cache off
+// (and empties it); release_lattice_cache() empties it and returns the bytes its lattices held.
 std::shared_ptr<const Lattice> gaussian_lattice(int64_t n, const GaussianImageFeatures& feat, int normalization,
                                                 Executor& ex);
-void set_lattice_cache_entries(int entries);
+void set_lattice_cache_limits(int entries, size_t max_bytes);
 int lattice_cache_entries();
 size_t release_lattice_cache();
 size_t lattice_cache_bytes();

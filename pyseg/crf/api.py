@@ -37,8 +37,9 @@ def release_memory() -> int:
     return int(load_cpu().release_memory())
 
 
-def set_lattice_cache(entries: int) -> None:
-    """Keep up to ``entries`` Gaussian (position-only) lattices for reuse (default 4; 0 turns reuse off).
+def set_lattice_cache(entries: int, max_mb: int = 256) -> None:
+    """Keep up to ``entries`` Gaussian (position-only) lattices for reuse (default 4; 0 turns reuse off), of at
+    most ``max_mb`` MiB in all (default 256: a lattice bigger than that, e.g. a 4096x4096 image's, is not kept).
 
     That lattice depends on the image size, ``gaussian_sxy`` and the normalisation alone, not on the pixels, so
     a call on another image of a size seen before skips its build (about a tenth of a 512x512 call); results
@@ -46,7 +47,8 @@ def set_lattice_cache(entries: int) -> None:
     at 1 (9.6 and 19 MB at 512x512).
     """
     entries = _check_int(entries, "entries", 0)
-    load_cpu().set_lattice_cache_entries(entries)
+    max_mb = _check_int(max_mb, "max_mb", 0)
+    load_cpu().set_lattice_cache_limits(entries, max_mb << 20)
 
 
 def _is_tensor(x) -> bool:
