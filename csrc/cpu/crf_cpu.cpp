@@ -10,43 +10,10 @@
 #include <string>
 
 #include "cpu/kernels.h"
+#include "cpu/profile.h"
 #include "crf/lattice.h"
 #include "crf/meanfield.h"
 
-#ifdef PYSEG_PROFILE
-#include <chrono>
-#include <cstdio>
-namespace {
-struct PhaseClock {  // wall-clock ms per phase of iterate(), summed over its steps and printed at its end
-  const char* names[3] = {"reduce", "blur", "update"};
-  double ms[3] = {};
-  std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
-  void tick(int i) {
-    const auto now = std::chrono::steady_clock::now();
-    ms[i] += std::chrono::duration<double, std::milli>(now - t).count();
-    t = now;
-  }
-  void start() { t = std::chrono::steady_clock::now(); }
-  void report() {
-    for (int i = 0; i < 3; ++i) std::fprintf(stderr, "iterate %-10s %.2f ms\n", names[i], ms[i]);
-    for (double& v : ms) v = 0;
-  }
-} phase_clock;
-}  // namespace
-#define PYSEG_PHASE_START() phase_clock.start()
-#define PYSEG_PHASE(i) phase_clock.tick(i)
-#define PYSEG_PHASE_REPORT() phase_clock.report()
-#else
-#define PYSEG_PHASE_START() \
-  do {                      \
-  } while (0)
-#define PYSEG_PHASE(i) \
-  do {                 \
-  } while (0)
-#define PYSEG_PHASE_REPORT() \
-  do {                       \
-  } while (0)
-#endif
 
 namespace pyseg {
 namespace cpu {
@@ -111,64 +78,14 @@ void DenseCrf::set_unary(const float* u) {
 }
 
 void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol, float* q0, Executor& ex) {
-  // Blocks of kBlock pixels: validate, log (vectorised along the contiguous pixel axis), transpose; q0 (n, lp)
-  // gets softmax(-U) = clip(p) / sum(clip(p)) directly.
+  // The ISA's unary kernel per range of pixels (validate, log, into rows); q0 (n, lp) gets softmax(-U) =
+  // clip(p) / sum(clip(p)) directly.
   std::atomic<int64_t> first_bad{-1};
   ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
-    // The ISA kernels (in-register transposes); the generic code below for label counts they do not compile.
     float* q0_rows = q0 ? q0 + b0 * lp_ : nullptr;
-    const int fast = ks_->unary(lp_, prob, n_, labels_, b0, e0, clip, sum_tol, neg_u_.get(), q0_rows);
-    if (fast >= 0) {
-      if (fast == 0) {
-        int64_t expected = -1;
-        first_bad.compare_exchange_strong(expected, b0);
-      }
-      return;
-    }
-    alignas(16) float sums[kBlock], csum[kBlock], logs[kBlock], clipped[kBlock];
-    for (int64_t b = b0; b < e0; b += kBlock) {
-      const int64_t e = std::min(e0, b + kBlock);
-      const int64_t cnt = e - b;
-      // Written in place (rows b..e of neg_u_ and q0 are contiguous): no block buffers, no copies. On bad
-      // input the caller throws, so partly written rows are never used.
-      float* ur = neg_u_.get() + b * lp_;
-      float* qr = q0 ? q0 + b * lp_ : nullptr;
-      if (lp_ > labels_)
-        for (int64_t i = 0; i < cnt; ++i)
-          for (int l = labels_; l < lp_; ++l) {
-            ur[i * lp_ + l] = crf::kPadEnergy;
-            if (qr) qr[i * lp_ + l] = 0.0f;
-          }
-      for (int64_t i = 0; i < cnt; ++i) sums[i] = csum[i] = 0.0f;
-      int bad = 0;
-      for (int l = 0; l < labels_; ++l) {
-        const float* src = prob + (int64_t)l * n_ + b;
-        for (int64_t i = 0; i < cnt; ++i) {
-          const float v = src[i];
-          bad |= (int)!((v >= 0.0f) & (v <= 3.4e38f));  // negative, NaN or inf (branch-free: vectorises)
-          sums[i] += v;
-          const float lo = v < clip ? clip : v;
-          const float c = lo > 1.0f ? 1.0f : lo;
-          clipped[i] = c;
-          csum[i] += c;
-        }
-        ks_->log_pos(clipped, logs, cnt);
-        for (int64_t i = 0; i < cnt; ++i) ur[i * lp_ + l] = logs[i];
-        if (qr)
-          for (int64_t i = 0; i < cnt; ++i) qr[i * lp_ + l] = clipped[i];
-      }
-      for (int64_t i = 0; i < cnt; ++i) bad |= !(std::fabs(sums[i] - 1.0f) <= sum_tol);
-      if (bad) {
-        int64_t expected = -1;
-        first_bad.compare_exchange_strong(expected, b);
-        return;
-      }
-      if (qr) {
-        for (int64_t i = 0; i < cnt; ++i) {
-          const float inv = 1.0f / csum[i];
-          for (int l = 0; l < labels_; ++l) qr[i * lp_ + l] *= inv;
-        }
-      }
+    if (!ks_->unary(lp_, prob, n_, labels_, b0, e0, clip, sum_tol, neg_u_.get(), q0_rows)) {
+      int64_t expected = -1;
+      first_bad.compare_exchange_strong(expected, b0);
     }
   }, 16384);
   if (first_bad.load() >= 0) throw_bad_probs(prob, sum_tol);
@@ -199,10 +116,10 @@ void DenseCrf::throw_bad_probs(const float* prob, float sum_tol) const {
   throw std::logic_error("a block reported bad probabilities that the scan did not find");
 }
 
-bool DenseCrf::can_splat_unary() const { return !kernels_.empty() && lp_ <= kMaxFastLP; }
+bool DenseCrf::can_splat_unary() const { return !kernels_.empty(); }
 
 void DenseCrf::set_unary_from_probs_splat(const float* prob, float clip, float sum_tol, Executor& ex) {
-  if (!can_splat_unary()) throw std::logic_error("set_unary_from_probs_splat needs kernels and lp <= kMaxFastLP");
+  if (!can_splat_unary()) throw std::logic_error("set_unary_from_probs_splat needs the kernels added first");
   ensure_buffers();
   // Chunk by chunk (every lattice of this CRF has the same chunks): blocks of kBlock pixels get their unary
   // rows and softmax(-U) in a small buffer, splatted at once into every kernel's rows: the starting Q never
@@ -215,7 +132,7 @@ void DenseCrf::set_unary_from_probs_splat(const float* prob, float clip, float s
     std::vector<float> qb((size_t)kBlock * lp_);
     for (int64_t b = pb; b < pe; b += kBlock) {
       const int64_t e = std::min(pe, b + kBlock);
-      if (ks_->unary(lp_, prob, n_, labels_, b, e, clip, sum_tol, neg_u_.get(), qb.data()) != 1) {
+      if (!ks_->unary(lp_, prob, n_, labels_, b, e, clip, sum_tol, neg_u_.get(), qb.data())) {
         int64_t expected = -1;
         first_bad.compare_exchange_strong(expected, b);
         return;
@@ -317,7 +234,6 @@ void DenseCrf::propagate_all(Executor& ex) {
     add(*kp);
     max_d1 = std::max(max_d1, kp->lat().d + 1);
   }
-  PYSEG_PHASE_START();
   ex.run((int)tasks.size(), [&](int i) {
     const Task& tk = tasks[i];
     Kernel& k = *tk.k;
@@ -332,7 +248,6 @@ void DenseCrf::propagate_all(Executor& ex) {
     }
   };
   zero_row_m(0);
-  PYSEG_PHASE(0);
   for (int j = 0; j < max_d1; ++j) {
     tasks.clear();
     for (auto& kp : kernels_)
@@ -355,7 +270,6 @@ void DenseCrf::propagate_all(Executor& ex) {
     const int read_last = d % 2 == 0 ? 1 - kp->cur : kp->cur;
     kp->cur = read_last;
   }
-  PYSEG_PHASE(1);
 }
 
 void DenseCrf::initial_q(float* qp, Executor& ex) {
@@ -383,21 +297,23 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     if (out_lm) to_label_major(qp, out_lm, ex);
     return;
   }
+  PYSEG_PROFILE_CLOCK(prof, "iterate");
   if (qp)
     splat_all(qp, ex);
   else if (!out_lm)
     throw std::logic_error("iterate without qp (the rows already splatted) needs out_lm");
   std::vector<UpdateKernel> uks(nk);
   const Lattice& lat0 = kernels_[0]->lat();
+  PYSEG_PROFILE_TICK(prof, "first splat");
   for (int it = 0; it < iterations; ++it) {
     propagate_all(ex);
+    PYSEG_PROFILE_TICK(prof, "blur");
     const bool last = it + 1 == iterations;
     for (int k = 0; k < nk; ++k) {
       Kernel& kk = *kernels_[k];
       uks[k] = UpdateKernel{&kk.lat(), kk.vals(), last ? nullptr : kk.acc(),
                             crf::CompatView{kk.type, kk.w, kk.compat.data()}};
     }
-    PYSEG_PHASE_START();
     float* q_out = last && !out_lm ? qp : nullptr;
     float* lm = last ? out_lm : nullptr;
     // One pass over the pixels, chunk by chunk: slice, update and (but in the last step) the splat of the new
@@ -421,9 +337,8 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
           for (int l = 0; l < labels_; ++l) lm[(int64_t)l * n_ + p] = q[l];
       }
     });
-    PYSEG_PHASE(2);
+    PYSEG_PROFILE_TICK(prof, "update");
   }
-  PYSEG_PHASE_REPORT();
 }
 
 void DenseCrf::to_label_major(const float* qp, float* out, Executor& ex) const {
@@ -511,13 +426,8 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
   const int64_t n = (int64_t)h * w;
   const int64_t per = n * labels;
   auto run_one = [&](int64_t i, Executor& ex) {
-#ifdef PYSEG_PROFILE
-    const auto t0 = std::chrono::steady_clock::now();
-#endif
+    PYSEG_PROFILE_CLOCK(prof, "image");
     DenseCrf crf(n, labels);
-#ifdef PYSEG_PROFILE
-    const auto t1 = std::chrono::steady_clock::now();
-#endif
     if (prm.gaussian_compat != 0.0f) {
       CompatSpec c;
       c.w = prm.gaussian_compat;
@@ -529,9 +439,7 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
       crf.add_bilateral(w, h, prm.bilateral_sxy, prm.bilateral_sxy, prm.bilateral_srgb, prm.bilateral_srgb,
                         prm.bilateral_srgb, rgb + i * n * 3, c, crf::NORMALIZE_SYMMETRIC, ex);
     }
-#ifdef PYSEG_PROFILE
-    const auto t2 = std::chrono::steady_clock::now();
-#endif
+    PYSEG_PROFILE_TICK(prof, "kernels");
     if (iterations > 0 && crf.can_splat_unary()) {
       // The unary and the first splat in one pass: no starting-Q buffer.
       crf.set_unary_from_probs_splat(probs + i * per, 1e-5f, 1e-3f, ex);
@@ -541,11 +449,7 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
       crf.set_unary_from_probs(probs + i * per, 1e-5f, 1e-3f, qp.get(), ex);
       crf.iterate(qp.get(), iterations, ex, out + i * per);
     }
-#ifdef PYSEG_PROFILE
-    const auto t3 = std::chrono::steady_clock::now();
-    auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-    std::fprintf(stderr, "image setup %.2f kernels %.2f unary+iterate %.2f ms\n", ms(t0, t1), ms(t1, t2), ms(t2, t3));
-#endif
+    PYSEG_PROFILE_TICK(prof, "unary+iterate");
   };
   with_executor(threads, [&](Executor& ex) {
     const int t = ex.threads();

@@ -167,11 +167,56 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
   }
 }
 
-// Unary rows from probabilities for pixels [b, e): neg_u (n x LP) = log(clip(p)), padding lanes kPadEnergy;
-// q0 ((e - b) x LP, row p - b for pixel p; optional) = clip(p) / sum of clip(p) (softmax(-U));
-// clip(p) = min(max(p, clip), 1). prob is
-// label-major (labels, n). Returns false when a pixel has a probability that is negative or not finite, or
-// probabilities whose sum is off 1 by more than sum_tol (rows may then be partly written).
+// Unary rows from probabilities for pixels [b, e), any lp: neg_u (n x lp) = log(clip(p)), padding lanes
+// kPadEnergy; q0 ((e - b) x lp, row p - b for pixel p; optional) = clip(p) / sum of clip(p) (softmax(-U));
+// clip(p) = min(max(p, clip), 1). prob is label-major (labels, n). Blocks of pixels, vectorised along them.
+// Returns false when a pixel has a probability that is negative or not finite, or probabilities whose sum is
+// off 1 by more than sum_tol (rows may then be partly written).
+inline bool unary_rows_any(int lp, const float* __restrict prob, int64_t n, int labels, int64_t b, int64_t e,
+                           float clip, float sum_tol, float* __restrict neg_u, float* __restrict q0) {
+  constexpr int64_t kB = 256;
+  alignas(64) float sums[kB], csum[kB], logs[kB], clipped[kB];
+  for (int64_t b0 = b; b0 < e; b0 += kB) {
+    const int64_t cnt = std::min(e, b0 + kB) - b0;
+    float* ur = neg_u + b0 * lp;
+    float* qr = q0 ? q0 + (b0 - b) * lp : nullptr;
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int l = labels; l < lp; ++l) {
+        ur[i * lp + l] = crf::kPadEnergy;
+        if (qr) qr[i * lp + l] = 0.0f;
+      }
+    for (int64_t i = 0; i < cnt; ++i) sums[i] = csum[i] = 0.0f;
+    int bad = 0;
+    for (int l = 0; l < labels; ++l) {
+      const float* src = prob + (int64_t)l * n + b0;
+      for (int64_t i = 0; i < cnt; ++i) {
+        const float v = src[i];
+        bad |= (int)!((v >= 0.0f) & (v <= 3.4e38f));  // negative, NaN or inf (branch-free: vectorises)
+        sums[i] += v;
+        const float lo = v < clip ? clip : v;
+        const float c = lo > 1.0f ? 1.0f : lo;
+        clipped[i] = c;
+        csum[i] += c;
+      }
+      int64_t i = 0;
+      for (; i + VW <= cnt; i += VW) vstore(logs + i, vlog_pos(vload<vw_t>(clipped + i)));
+      for (; i < cnt; ++i) logs[i] = crf::fast_log_pos(clipped[i]);
+      for (i = 0; i < cnt; ++i) ur[i * lp + l] = logs[i];
+      if (qr)
+        for (i = 0; i < cnt; ++i) qr[i * lp + l] = clipped[i];
+    }
+    for (int64_t i = 0; i < cnt; ++i) bad |= !(std::fabs(sums[i] - 1.0f) <= sum_tol);
+    if (bad) return false;
+    if (qr)
+      for (int64_t i = 0; i < cnt; ++i) {
+        const float inv = 1.0f / csum[i];
+        for (int l = 0; l < labels; ++l) qr[i * lp + l] *= inv;
+      }
+  }
+  return true;
+}
+
+// unary_rows_any for a compile-time LP: VW pixels at a time, the rows written through in-register transposes.
 template <int LP>
 bool unary_rows_v(const float* __restrict prob, int64_t n, int labels, int64_t b, int64_t e, float clip,
                   float sum_tol, float* __restrict neg_u, float* __restrict q0) {
@@ -205,26 +250,6 @@ bool unary_rows_v(const float* __restrict prob, int64_t n, int labels, int64_t b
   }
   bool ok = true;
   for (int i = 0; i < VW; ++i) ok &= bad[i] == 0;
-  for (; p < e; ++p) {
-    float sum = 0.0f, csum = 0.0f;
-    float* ur = neg_u + p * LP;
-    for (int l = 0; l < labels; ++l) {
-      const float v = prob[(int64_t)l * n + p];
-      ok &= (v >= 0.0f) & (v <= 3.4e38f);
-      sum += v;
-      const float lo = v < clip ? clip : v;
-      const float c = lo > 1.0f ? 1.0f : lo;
-      csum += c;
-      ur[l] = crf::fast_log_pos(c);
-      if (q0) q0[(p - b) * LP + l] = c;
-    }
-    ok &= std::fabs(sum - 1.0f) <= sum_tol;
-    for (int l = labels; l < LP; ++l) ur[l] = crf::kPadEnergy;
-    if (q0) {
-      const float inv = 1.0f / csum;
-      for (int l = 0; l < labels; ++l) q0[(p - b) * LP + l] *= inv;
-      for (int l = labels; l < LP; ++l) q0[(p - b) * LP + l] = 0.0f;
-    }
-  }
+  if (p < e) ok &= unary_rows_any(LP, prob, n, labels, p, e, clip, sum_tol, neg_u, q0 ? q0 + (p - b) * LP : nullptr);
   return ok;
 }

@@ -38,13 +38,10 @@ struct KernelSet {
   void (*splat_rows)(const Lattice& lat, int64_t p0, int nb, const float* rows, int lp, float* acc);
   // Pixels [b, e) of the unary from probabilities prob (labels, n): neg_u (n x lp) = log(clip(p)) (padding
   // lanes crf::kPadEnergy) and, where given, q0 ((e - b) x lp: row p - b for pixel p) = clip(p) / sum clip(p),
-  // clip(p) = min(max(p, clip), 1).
-  // Returns 1, 0 when a probability is negative or not finite or a pixel's sum is off 1 by more than sum_tol,
-  // or -1 when lp has no register-blocked version (nothing written).
-  int (*unary)(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
-               float* neg_u, float* q0);
-  // out[i] = log(in[i]) for positive normal floats
-  void (*log_pos)(const float* in, float* out, int64_t count);
+  // clip(p) = min(max(p, clip), 1). Returns false when a probability is negative or not finite or a pixel's
+  // sum is off 1 by more than sum_tol.
+  bool (*unary)(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
+                float* neg_u, float* q0);
 };
 
 const KernelSet& kernels_sse2();
@@ -54,8 +51,6 @@ bool cpu_has_avx2();
 const KernelSet& best_kernels();
 // Rows of a pixel's or vertex's labels are padded to a multiple of this many floats (both sets handle it).
 constexpr int kLabelPad = 4;
-// The largest padded label count with register-blocked kernels (more take the generic path).
-constexpr int kMaxFastLP = 32;
 
 }  // namespace cpu
 }  // namespace pyseg

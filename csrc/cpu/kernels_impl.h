@@ -16,7 +16,7 @@ namespace PYSEG_ISA {
 #include "cpu/simd.h"
 #include "cpu/fast_kernels.h"
 
-constexpr int kMaxLP = kMaxFastLP;
+constexpr int kMaxLP = 32;  // register-blocked up to 32 labels; more take the generic path
 
 // Finds the compiled LP for a run-time lp (a multiple of kLabelPad).
 template <int LP>
@@ -54,9 +54,9 @@ struct Dispatch {
     else
       Dispatch<LP + kLabelPad>::splat_rows(lat, p0, nb, rows, lp, acc);
   }
-  static int unary(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
-                   float* neg_u, float* q0) {
-    if (lp == LP) return unary_rows_v<LP>(prob, n, labels, b, e, clip, sum_tol, neg_u, q0) ? 1 : 0;
+  static bool unary(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
+                    float* neg_u, float* q0) {
+    if (lp == LP) return unary_rows_v<LP>(prob, n, labels, b, e, clip, sum_tol, neg_u, q0);
     return Dispatch<LP + kLabelPad>::unary(lp, prob, n, labels, b, e, clip, sum_tol, neg_u, q0);
   }
 };
@@ -77,14 +77,11 @@ struct Dispatch<kMaxLP + kLabelPad> {
   static void splat_rows(const Lattice& lat, int64_t p0, int nb, const float* rows, int lp, float* acc) {
     for (int i = 0; i < nb; ++i) splat_pixel(lat, p0 + i, rows + (int64_t)i * lp, lp, acc);
   }
-  static int unary(int, const float*, int64_t, int, int64_t, int64_t, float, float, float*, float*) { return -1; }
+  static bool unary(int lp, const float* prob, int64_t n, int labels, int64_t b, int64_t e, float clip, float sum_tol,
+                    float* neg_u, float* q0) {
+    return unary_rows_any(lp, prob, n, labels, b, e, clip, sum_tol, neg_u, q0);
+  }
 };
-
-static void log_pos(const float* in, float* out, int64_t count) {
-  int64_t i = 0;
-  for (; i + VW <= count; i += VW) vstore(out + i, vlog_pos(vload<vw_t>(in + i)));
-  for (; i < count; ++i) out[i] = crf::fast_log_pos(in[i]);
-}
 
 // The kernel set of this ISA.
 static const KernelSet kSet{PYSEG_ISA_NAME,
@@ -93,8 +90,7 @@ static const KernelSet kSet{PYSEG_ISA_NAME,
                             &Dispatch<kLabelPad>::blur,
                             &Dispatch<kLabelPad>::update,
                             &Dispatch<kLabelPad>::splat_rows,
-                            &Dispatch<kLabelPad>::unary,
-                            &log_pos};
+                            &Dispatch<kLabelPad>::unary};
 
 }  // namespace PYSEG_ISA
 }  // namespace cpu

@@ -12,24 +12,9 @@
 
 #include "cpu/key_table.h"
 #include "cpu/lattice_simd.h"
+#include "cpu/profile.h"
 #include "crf/lattice.h"
 
-#ifdef PYSEG_PROFILE
-#include <cstdio>
-#include <ctime>
-#define PYSEG_TICK(name)                                             \
-  do {                                                               \
-    timespec ts_;                                                    \
-    clock_gettime(CLOCK_MONOTONIC, &ts_);                    \
-    const double now_ = ts_.tv_sec * 1e3 + ts_.tv_nsec * 1e-6;       \
-    std::fprintf(stderr, "  d=%d %-10s %.2f ms\n", d, name, now_ - prof_t); \
-    prof_t = now_;                                                   \
-  } while (0)
-#else
-#define PYSEG_TICK(name) \
-  do {                   \
-  } while (0)
-#endif
 
 namespace pyseg {
 namespace cpu {
@@ -134,10 +119,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   lat.bary.clear();
   lat.bary.resize(n * d1);
   const crf::LatticeScales sc = crf::make_lattice_scales(d);
-#ifdef PYSEG_PROFILE
-  double prof_t = 0;
-  PYSEG_TICK("start");
-#endif
+  PYSEG_PROFILE_CLOCK(prof, "lattice d=" + std::to_string(d));
 
   std::vector<KeyTable<D>> local;
   local.reserve(nchunks);
@@ -256,7 +238,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     }
   }
 
-  PYSEG_TICK("points");
+  PYSEG_PROFILE_TICK(prof, "points");
   // 2) the global vertices: the chunks' keys merged in chunk order (local row k -> to_global[k]).
   lat.local_begin.assign(nchunks + 1, 0);
   for (int c = 0; c < nchunks; ++c) lat.local_begin[c + 1] = lat.local_begin[c] + local[c].size();
@@ -278,7 +260,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   const int m = table.size();
   lat.m = m;
 #ifdef PYSEG_PROFILE
-  std::fprintf(stderr, "  d=%d n=%lld m=%d rows=%lld chunks=%d\n", d, (long long)n, m, (long long)rows, nchunks);
+  std::fprintf(stderr, "lattice d=%d n=%lld m=%d rows=%lld chunks=%d\n", d, (long long)n, m, (long long)rows, nchunks);
 #endif
   // The local rows of each vertex, in chunk order (the reduce adds them in this order).
   lat.gather_start.assign(m + 1, 0);
@@ -291,7 +273,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     for (int64_t k = 0; k < rows; ++k) lat.gather_rows[at[lat.to_global[k]]++] = (int32_t)k;
   }
 
-  PYSEG_TICK("merge");
+  PYSEG_PROFILE_TICK(prof, "merge");
   // 3) blur neighbours.
   lat.nbr.assign((size_t)d1 * m * 2, m);
   ex.parallel_for(m, [&](int64_t b, int64_t e) {
@@ -316,7 +298,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     }
   }, 2048);
 
-  PYSEG_TICK("neighbours");
+  PYSEG_PROFILE_TICK(prof, "neighbours");
   // 4) normalisation: norm = filter(ones) (alpha included), as the reference computes it. Its splat also
   //    turns the chunk-relative offsets into rows of the concatenated local arrays.
   const float alpha = crf::lattice_alpha(d);
@@ -359,7 +341,7 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       lat.post[p] = post;
     }
   });
-  PYSEG_TICK("norm");
+  PYSEG_PROFILE_TICK(prof, "norm");
 }
 
 template <class Feat>
