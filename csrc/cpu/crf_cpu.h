@@ -98,6 +98,7 @@ class DenseCrf {
     propagate_all(ex);
   }
 
+  static constexpr int64_t kBlock = 256;  // pixels per block of a (labels, n) <-> (n, lp) transpose
   const KernelSet* ks_;
   int64_t n_;
   int labels_;
