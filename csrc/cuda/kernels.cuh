@@ -22,8 +22,10 @@ using crf::LatticeScales;
 
 #if defined(__CUDA_ARCH__)
 #define PYSEG_UNROLL _Pragma("unroll")
+#define PYSEG_UNROLL4 _Pragma("unroll 4")  // runtime trip counts: loads of 4 steps issued together
 #else
 #define PYSEG_UNROLL
+#define PYSEG_UNROLL4
 #endif
 
 struct alignas(16) F4 {
@@ -98,7 +100,9 @@ PYSEG_HD PYSEG_INLINE uint32_t hash_image_key(int64_t image, const int* key) {
 
 // ------------------------------------------------------------------------------------------------ prepare
 // Per pixel: -U = log(clip(p, 1e-5, 1)) and Q0 = softmax(-U), pixel-major and padded; when there are no
-// iterations, Q0 is also written to the output (B, L, H, W).
+// iterations, Q0 is also written to the output (B, L, H, W). GT = G known at compile time keeps the row in
+// registers and stores it as float4s; GT = 0 works on the rows in memory (any label count).
+template <int GT>
 struct PrepareUnary {
   const float* probs;  // (B, L, H, W)
   float* neg_u;
@@ -106,25 +110,43 @@ struct PrepareUnary {
   float* out;  // nullptr unless iterations == 0
   int64_t N;
   int L, LP;
+
+  PYSEG_HD PYSEG_INLINE float neg_unary(int64_t b, int64_t i, int l) const {
+    if (l >= L) return crf::kPadEnergy;
+    const float pr = probs[(b * L + l) * N + i];
+    const float c = pr < 1e-5f ? 1e-5f : (pr > 1.0f ? 1.0f : pr);
+    // The CPU core's log (same rounding); a NaN probability stays NaN (the output shows it) rather than
+    // turning into a finite number.
+    return pr == pr ? crf::fast_log_pos(c) : pr;
+  }
+
   PYSEG_HD void operator()(int64_t p) const {
     const int64_t b = p / N, i = p - b * N;
-    float* nu = neg_u + p * LP;
-    float* qr = q + p * LP;
-    for (int l = 0; l < LP; ++l) {
-      float v = crf::kPadEnergy;
-      if (l < L) {
-        const float pr = probs[(b * L + l) * N + i];
-        const float c = pr < 1e-5f ? 1e-5f : (pr > 1.0f ? 1.0f : pr);
-        // The CPU core's log (same rounding); a NaN probability stays NaN (the output shows it) rather than
-        // turning into a finite number.
-        v = pr == pr ? crf::fast_log_pos(c) : pr;
+    if (GT > 0) {
+      constexpr int kL = 4 * (GT > 0 ? GT : 1);
+      float row[kL];
+PYSEG_UNROLL
+      for (int l = 0; l < kL; ++l) row[l] = neg_unary(b, i, l);
+      F4* nu = (F4*)neg_u + p * GT;
+PYSEG_UNROLL
+      for (int g = 0; g < kL / 4; ++g) nu[g] = F4{row[4 * g], row[4 * g + 1], row[4 * g + 2], row[4 * g + 3]};
+      crf::softmax_inplace(kL, row);
+      F4* qr = (F4*)q + p * GT;
+PYSEG_UNROLL
+      for (int g = 0; g < kL / 4; ++g) qr[g] = F4{row[4 * g], row[4 * g + 1], row[4 * g + 2], row[4 * g + 3]};
+      if (out) {
+PYSEG_UNROLL
+        for (int l = 0; l < kL; ++l)
+          if (l < L) out[(b * L + l) * N + i] = row[l];
       }
-      nu[l] = v;
-      qr[l] = v;
+    } else {
+      float* nu = neg_u + p * LP;
+      float* qr = q + p * LP;
+      for (int l = 0; l < LP; ++l) nu[l] = qr[l] = neg_unary(b, i, l);
+      crf::softmax_inplace(LP, qr);
+      if (out)
+        for (int l = 0; l < L; ++l) out[(b * L + l) * N + i] = qr[l];
     }
-    crf::softmax_inplace(LP, qr);
-    if (out)
-      for (int l = 0; l < L; ++l) out[(b * L + l) * N + i] = qr[l];
   }
 };
 
@@ -172,14 +194,17 @@ struct Elevate {
 
 // ------------------------------------------------------------------------------------------------- build
 // Per entry: insert its (image, key) into the lattice's hash region (open addressing, linear probing,
-// atomicCAS claims an empty slot with the entry's index); records the slot. Slot order depends on thread
-// timing, but nothing computed from it does: vertices are numbered by slot and every sum is taken in a
-// fixed order, so the results are the same run to run.
+// atomicCAS claims an empty slot with the entry's index); records the slot and the claiming entry. Which
+// entry claims a slot depends on thread timing, but no value computed from it does: vertices are numbered
+// in the order of their claiming entries (an entry of the vertex, so the numbering follows the pixels:
+// image by image, near pixels on near vertices, which keeps the blur's neighbour reads local), and every
+// sum is taken in an order that does not depend on the numbering, so the results are the same run to run.
 struct Insert {
   KeySource<kDim0> ks0;
   KeySource<kDim1> ks1;
   int32_t* table;
   int32_t* entry_slot;
+  int32_t* entry_key;
   int32_t* entry_idx;
   int64_t E0, cap0, cap1;
 
@@ -189,6 +214,7 @@ struct Insert {
     const int64_t img = ks.key_of(e - ks.entry_base, key);
     const uint32_t mask = (uint32_t)(cap - 1);
     uint32_t slot = hash_image_key<D>(img, key) & mask;
+    int32_t owner;
     for (;;) {
       int32_t* cell = table + base + slot;
       // A cell never changes once claimed: read first, so that the many entries of a popular vertex (a
@@ -196,13 +222,20 @@ struct Insert {
       int32_t cur = load_cg(cell);
       if (cur == -1) {
         cur = cas_i32(cell, -1, (int32_t)e);
-        if (cur == -1) break;
+        if (cur == -1) {
+          owner = (int32_t)e;
+          break;
+        }
       }
       // `cur` was written by an earlier launch's data (pdat): safe to read.
-      if (ks.key_of(cur - ks.entry_base, other) == img && crf::keys_equal<D>(D, key, other)) break;
+      if (ks.key_of(cur - ks.entry_base, other) == img && crf::keys_equal<D>(D, key, other)) {
+        owner = cur;
+        break;
+      }
       slot = (slot + 1) & mask;
     }
     entry_slot[e] = (int32_t)(base + slot);
+    entry_key[e] = owner;
     entry_idx[e] = (int32_t)e;
   }
 
@@ -214,33 +247,35 @@ struct Insert {
   }
 };
 
+// After the sort by claiming entry: 1 where a vertex's run starts.
 struct RunHeads {
-  const int32_t* sorted_slot;
+  const int32_t* sorted_key;
   int32_t* flags;
   PYSEG_HD void operator()(int64_t k) const {
-    flags[k] = (k == 0 || sorted_slot[k] != sorted_slot[k - 1]) ? 1 : 0;
+    flags[k] = (k == 0 || sorted_key[k] != sorted_key[k - 1]) ? 1 : 0;
   }
 };
 
 // Per sorted position at the head of a vertex's run: vertex start, owner entry, table slot -> vertex id,
-// the counts M and M0 (first vertex of lattice 1).
+// the counts M and M0 (first vertex of lattice 1, whose claiming entries are >= E0).
 struct Vertices {
-  const int32_t* sorted_slot;
+  const int32_t* sorted_key;
   const int32_t* flags;
   const int32_t* vid;
+  const int32_t* entry_slot;
   int32_t* table;
   int32_t* vstart;
   int32_t* vowner;
   int32_t* counts;
-  int64_t E, cap0;
+  int64_t E, E0;
   PYSEG_HD void operator()(int64_t k) const {
     if (flags[k]) {
       const int32_t v = vid[k] - 1;
-      const int32_t slot = sorted_slot[k];
+      const int32_t owner = sorted_key[k];
       vstart[v] = (int32_t)k;
-      vowner[v] = table[slot];
-      table[slot] = v;
-      if (slot >= cap0 && (k == 0 || sorted_slot[k - 1] < cap0)) counts[1] = v;
+      vowner[v] = owner;
+      table[entry_slot[owner]] = v;
+      if (owner >= E0 && (k == 0 || sorted_key[k - 1] < E0)) counts[1] = v;
     }
     if (k == E - 1) {
       counts[0] = vid[k];
@@ -284,7 +319,8 @@ struct Pieces {
   }
 };
 
-// Per entry: its vertex id (the table now maps slots to vertex ids).
+// Per entry: its vertex id (the table now maps slots to vertex ids). A gather by entry: faster than a
+// scatter through the sorted order.
 struct EntryVertex {
   const int32_t* entry_slot;
   const int32_t* table;

@@ -23,7 +23,10 @@ namespace gpu {
 constexpr int kDim0 = 2;         // Gaussian lattice
 constexpr int kDim1 = 5;         // bilateral lattice
 constexpr int kNbrAxes = 6;      // neighbour rows per vertex (d+1 of the larger lattice)
-constexpr int kPieceLen = 32;    // the splat gathers at most this many entries per thread (bounded tails)
+constexpr int kPieceLen = 32;    // entries per splat piece at most (bounded work per piece)
+constexpr int kSubLen = 8;       // a piece is summed as kPieceLen / kSubLen sums of kSubLen entries, then a tree
+constexpr int kSubs = kPieceLen / kSubLen;
+static_assert(kSubs == 4, "the splat's tree of sub-sums is written for 4 sub-sums");
 constexpr int kMaxLabels = 4096; // labels per call (a pixel's row must stay a modest size)
 // Pixels per call: keeps every hash slot (2 * next_pow2(6 P) for the bilateral lattice) an int32.
 constexpr int64_t kMaxPixels = (int64_t(1) << 29) / (kDim1 + 1);
@@ -34,7 +37,7 @@ struct Sizes {
   int LP, G;     // labels padded to a multiple of 4, float4 groups per pixel row (LP / 4)
   int64_t E0, E1, E;
   int64_t cap0, cap1, C;  // hash table capacities (powers of 2), C = cap0 + cap1
-  int end_bit;            // bits needed by a slot index (radix sort range)
+  int end_bit;            // bits needed by an entry index (radix sort range of the vertex keys)
 };
 
 inline int64_t next_pow2(int64_t x) {
@@ -73,7 +76,7 @@ inline Sizes make_sizes(int64_t B, int64_t H, int64_t W, int64_t L) {
   s.C = s.cap0 + s.cap1;
   if (s.C > (int64_t(1) << 31) - 1) throw std::logic_error("dense_crf_cuda: hash table exceeds int32 slots");
   int bits = 0;
-  while ((int64_t(1) << bits) < s.C) ++bits;
+  while ((int64_t(1) << bits) < s.E) ++bits;
   s.end_bit = bits;
   return s;
 }
@@ -84,9 +87,10 @@ struct Buffers {
   float* q;            // P * LP     current Q, pixel-major, padded lanes 0
   int32_t* pdat;       // P * 3 + P * 6   per pixel and lattice: rem0[0..d) then the ranks packed 4 bits each
   float* bary;         // E          barycentric weight of each entry
-  int32_t* entry_slot; // E          hash slot of each entry (sort keys)
+  int32_t* entry_slot; // E          hash slot of each entry
+  int32_t* entry_key;  // E          the entry that claimed the slot (sort keys: vertices numbered in its order)
   int32_t* entry_idx;  // E          0..E-1 (sort values); later reused for the piece scan
-  int32_t* sorted_slot;   // E
+  int32_t* sorted_key;    // E
   int32_t* sorted_entry;  // E       entries grouped by vertex, ascending entry order within a vertex
   int32_t* flags;      // E          run / piece heads
   int32_t* vid;        // E          inclusive scan of run heads
@@ -102,13 +106,13 @@ struct Buffers {
   int32_t* spix;       // E          pixel of each sorted position (splat gather)
   float* sws;          // E          splat weight of each sorted position
   int32_t* nbr;        // E * 6 * 2  blur neighbours (n1, n2) per vertex and axis, -1 when absent
-  float* vals0;        // E * LP     vertex values (also the splat's piece partials)
-  float* vals1;        // E * LP
+  float* vals0;        // E * LP     vertex values
+  float* vals1;        // E * LP     the splat's piece sums, then vertex values (blur ping-pong)
   void* cub_temp;      // cub_bytes
 };
 
 struct Layout {
-  size_t off[25];
+  size_t off[26];
   size_t total;
 };
 
@@ -117,9 +121,9 @@ inline size_t align256(size_t x) { return (x + 255) / 256 * 256; }
 // Byte offsets of the arrays of Buffers in declaration order; cub_bytes is the sort/scan scratch size.
 inline Layout make_layout(const Sizes& s, size_t cub_bytes) {
   const size_t P = (size_t)s.P, E = (size_t)s.E, LP = (size_t)s.LP, C = (size_t)s.C;
-  const size_t sizes[25] = {
+  const size_t sizes[26] = {
       P * LP * 4, P * LP * 4, P * 9 * 4, E * 4,           // neg_u q pdat bary
-      E * 4,      E * 4,      E * 4,     E * 4,           // entry_slot entry_idx sorted_slot sorted_entry
+      E * 4,      E * 4,      E * 4,     E * 4,  E * 4,   // entry_slot entry_key entry_idx sorted_key sorted_entry
       E * 4,      E * 4,      C * 4,                      // flags vid table
       (E + 1) * 4, E * 4, (E + 1) * 4, (E + 1) * 4, 16,   // vstart vowner vpiece pstart counts
       E * 4,      E * 4,      E * 4,     E * 4,  E * 4,   // ev lw swe spix sws
@@ -128,7 +132,7 @@ inline Layout make_layout(const Sizes& s, size_t cub_bytes) {
       cub_bytes};
   Layout lay;
   size_t o = 0;
-  for (int i = 0; i < 25; ++i) {
+  for (int i = 0; i < 26; ++i) {
     lay.off[i] = o;
     o += align256(sizes[i] > 0 ? sizes[i] : 1);
   }
@@ -139,14 +143,15 @@ inline Layout make_layout(const Sizes& s, size_t cub_bytes) {
 inline Buffers bind_buffers(const Layout& lay, void* base) {
   char* b = (char*)base;
   Buffers f;
-  void** ptrs[25] = {(void**)&f.neg_u,   (void**)&f.q,       (void**)&f.pdat,        (void**)&f.bary,
-                     (void**)&f.entry_slot, (void**)&f.entry_idx, (void**)&f.sorted_slot, (void**)&f.sorted_entry,
+  void** ptrs[26] = {(void**)&f.neg_u,   (void**)&f.q,       (void**)&f.pdat,        (void**)&f.bary,
+                     (void**)&f.entry_slot, (void**)&f.entry_key, (void**)&f.entry_idx, (void**)&f.sorted_key,
+                     (void**)&f.sorted_entry,
                      (void**)&f.flags,   (void**)&f.vid,     (void**)&f.table,       (void**)&f.vstart,
                      (void**)&f.vowner,  (void**)&f.vpiece,  (void**)&f.pstart,      (void**)&f.counts,
                      (void**)&f.ev,      (void**)&f.lw,      (void**)&f.swe,         (void**)&f.spix,
                      (void**)&f.sws,     (void**)&f.nbr,     (void**)&f.vals0,       (void**)&f.vals1,
                      (void**)&f.cub_temp};
-  for (int i = 0; i < 25; ++i) *ptrs[i] = b + lay.off[i];
+  for (int i = 0; i < 26; ++i) *ptrs[i] = b + lay.off[i];
   return f;
 }
 

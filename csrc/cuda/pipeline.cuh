@@ -8,11 +8,13 @@
 //   inclusive_sum(in, out, n)
 //   sm_count()                 multiprocessors (grid sizes)
 //
-// Launches per call: ~20 to build both lattices and their normalisation, then 9 per iteration (2 splat,
+// Launches per call: ~25 to build both lattices and their normalisation, then 9 per iteration (2 splat,
 // 6 blur, 1 fused slice + compatibility + unary + softmax), whatever the batch size.
 #pragma once
 
 #include <math.h>
+
+#include <type_traits>
 
 #include "crf/lattice.h"
 #include "cuda/filter_kernels.cuh"
@@ -53,20 +55,28 @@ inline void check_lattice_range(const Sizes& s, const Params& prm) {
   }
 }
 
-// Filters the values `q` (G groups per pixel) through both lattices: splat (two passes), blur.
-// Afterwards lattice 0's result is in vals1, lattice 1's in vals0.
+// Where a filter leaves its results: lattice 0's (Gaussian) and lattice 1's (bilateral) filtered values.
+struct Filtered {
+  const F4* l0;
+  const F4* l1;
+};
+
+// Filters the values `q` (G groups per pixel) through both lattices: splat (pieces, then their sum per
+// vertex), blur along the 3 + 6 axes.
 template <class Exec, bool ONES>
-void filter(Exec& ex, const Sizes& s, const Buffers& bf, const F4* q, int G) {
+Filtered filter(Exec& ex, const Sizes& s, const Buffers& bf, const F4* q, int G) {
   const int64_t E = s.E;
   SplatPieces<ONES> sp{bf.pstart, bf.counts, bf.spix, bf.sws, bf.sorted_entry, bf.bary, q, (F4*)bf.vals1, G};
   ex.for_dev("splat_pieces", sp, E * G);
   SplatReduce sr{bf.vpiece, bf.counts, (const F4*)bf.vals1, (F4*)bf.vals0, G};
   ex.for_dev("splat_reduce", sr, E * G);
-  F4* bufs[2] = {(F4*)bf.vals0, (F4*)bf.vals1};
+  F4* bufs[2] = {(F4*)bf.vals0, (F4*)bf.vals1};  // axis j reads bufs[j % 2], writes bufs[(j + 1) % 2]
   for (int j = 0; j <= kDim1; ++j) {
     Blur bl{bf.nbr, bf.counts, bufs[j % 2], bufs[(j + 1) % 2], G, j, j > kDim0};
     ex.for_dev("blur", bl, E * G);
   }
+  // Axes 3.. touch lattice 1's vertices only: lattice 0 keeps the result of axis kDim0.
+  return Filtered{bufs[(kDim0 + 1) % 2], bufs[(kDim1 + 1) % 2]};
 }
 
 // Builds both lattices of the batch: keys, hash, vertices, splat pieces, neighbours, normalisation.
@@ -90,13 +100,14 @@ void build_lattices(Exec& ex, const Sizes& s, const Params& prm, const Buffers& 
   const KeySource<kDim0> ks0{bf.pdat, s.N, 0};
   const KeySource<kDim1> ks1{bf.pdat + P * (kDim0 + 1), s.N, s.E0};
   ex.fill_neg1("hash table", bf.table, s.C);
-  Insert ins{ks0, ks1, bf.table, bf.entry_slot, bf.entry_idx, s.E0, s.cap0, s.cap1};
+  Insert ins{ks0, ks1, bf.table, bf.entry_slot, bf.entry_key, bf.entry_idx, s.E0, s.cap0, s.cap1};
   ex.for_n("insert", ins, E);
-  ex.sort_pairs(bf.entry_slot, bf.sorted_slot, bf.entry_idx, bf.sorted_entry, E, s.end_bit);
+  ex.sort_pairs(bf.entry_key, bf.sorted_key, bf.entry_idx, bf.sorted_entry, E, s.end_bit);
 
-  ex.for_n("run_heads", RunHeads{bf.sorted_slot, bf.flags}, E);
+  ex.for_n("run_heads", RunHeads{bf.sorted_key, bf.flags}, E);
   ex.inclusive_sum(bf.flags, bf.vid, E);
-  ex.for_n("vertices", Vertices{bf.sorted_slot, bf.flags, bf.vid, bf.table, bf.vstart, bf.vowner, bf.counts, E, s.cap0},
+  ex.for_n("vertices",
+           Vertices{bf.sorted_key, bf.flags, bf.vid, bf.entry_slot, bf.table, bf.vstart, bf.vowner, bf.counts, E, s.E0},
            E);
   // The piece scan reuses entry_idx (dead after the sort) for its output.
   int32_t* pid = bf.entry_idx;
@@ -108,11 +119,11 @@ void build_lattices(Exec& ex, const Sizes& s, const Params& prm, const Buffers& 
   ex.for_dev("neighbours", nb, E);
 
   // Normalisation: filter a vector of ones (G = 1), then fold it into the weights.
-  filter<Exec, true>(ex, s, bf, nullptr, 1);
+  const Filtered ones = filter<Exec, true>(ex, s, bf, nullptr, 1);
   NormWeights nw{bf.ev,
                  bf.bary,
-                 (const F4*)bf.vals1,
-                 (const F4*)bf.vals0,
+                 ones.l0,
+                 ones.l1,
                  bf.swe,
                  bf.lw,
                  s.E0,
@@ -124,48 +135,44 @@ void build_lattices(Exec& ex, const Sizes& s, const Params& prm, const Buffers& 
   ex.for_n("sorted_weights", SortedWeights{bf.sorted_entry, bf.swe, bf.spix, bf.sws, s.E0}, E);
 }
 
-template <class Exec, int GT>
-void update(Exec& ex, const Sizes& s, const Buffers& bf, float* out) {
-  Update<GT> up{bf.ev,
-                bf.lw,
-                (const F4*)bf.vals1,
-                (const F4*)bf.vals0,
-                (const F4*)bf.neg_u,
-                (F4*)bf.q,
-                out,
-                s.N,
-                s.E0,
-                s.G,
-                s.L};
-  ex.for_n("update", up, s.P);
+// Calls f(std::integral_constant<int, GT>) with GT = G for G <= 8 (rows kept in registers), else GT = 0.
+template <class F>
+void dispatch_groups(int G, const F& f) {
+  switch (G) {
+    case 1: f(std::integral_constant<int, 1>()); break;
+    case 2: f(std::integral_constant<int, 2>()); break;
+    case 3: f(std::integral_constant<int, 3>()); break;
+    case 4: f(std::integral_constant<int, 4>()); break;
+    case 5: f(std::integral_constant<int, 5>()); break;
+    case 6: f(std::integral_constant<int, 6>()); break;
+    case 7: f(std::integral_constant<int, 7>()); break;
+    case 8: f(std::integral_constant<int, 8>()); break;
+    default: f(std::integral_constant<int, 0>()); break;
+  }
 }
 
 template <class Exec>
-void update_dispatch(Exec& ex, const Sizes& s, const Buffers& bf, float* out) {
-  switch (s.G) {
-    case 1: update<Exec, 1>(ex, s, bf, out); break;
-    case 2: update<Exec, 2>(ex, s, bf, out); break;
-    case 3: update<Exec, 3>(ex, s, bf, out); break;
-    case 4: update<Exec, 4>(ex, s, bf, out); break;
-    case 5: update<Exec, 5>(ex, s, bf, out); break;
-    case 6: update<Exec, 6>(ex, s, bf, out); break;
-    case 7: update<Exec, 7>(ex, s, bf, out); break;
-    case 8: update<Exec, 8>(ex, s, bf, out); break;
-    default: update<Exec, 0>(ex, s, bf, out); break;
-  }
+void update(Exec& ex, const Sizes& s, const Buffers& bf, const Filtered& msg, float* out) {
+  dispatch_groups(s.G, [&](auto gt) {
+    Update<decltype(gt)::value> up{bf.ev, bf.lw, msg.l0, msg.l1, (const F4*)bf.neg_u, (F4*)bf.q, out, s.N, s.E0, s.G,
+                                   s.L};
+    ex.for_n("update", up, s.P);
+  });
 }
 
 // The whole call: probs (B, L, H, W) float32 probabilities, rgb (B, H, W, 3) uint8 -> out (B, L, H, W).
 template <class Exec>
 void run_dense_crf(Exec& ex, const Sizes& s, const Params& prm, const Buffers& bf, const float* probs,
                    const uint8_t* rgb, float* out) {
-  PrepareUnary pu{probs, bf.neg_u, bf.q, prm.iterations == 0 ? out : nullptr, s.N, s.L, s.LP};
-  ex.for_n("prepare_unary", pu, s.P);
+  dispatch_groups(s.G, [&](auto gt) {
+    PrepareUnary<decltype(gt)::value> pu{probs, bf.neg_u, bf.q, prm.iterations == 0 ? out : nullptr, s.N, s.L, s.LP};
+    ex.for_n("prepare_unary", pu, s.P);
+  });
   if (prm.iterations == 0) return;
   build_lattices(ex, s, prm, bf, rgb);
   for (int it = 0; it < prm.iterations; ++it) {
-    filter<Exec, false>(ex, s, bf, (const F4*)bf.q, s.G);
-    update_dispatch(ex, s, bf, it + 1 == prm.iterations ? out : nullptr);
+    const Filtered msg = filter<Exec, false>(ex, s, bf, (const F4*)bf.q, s.G);
+    update(ex, s, bf, msg, it + 1 == prm.iterations ? out : nullptr);
   }
 }
 
