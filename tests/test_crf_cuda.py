@@ -433,6 +433,33 @@ def test_cuda_single_image_shapes_and_side_stream():
 
 
 @pytest.mark.cuda
+def test_cuda_graph_cache_follows_new_tensors_and_shapes(monkeypatch):
+    """Calls are replayed from cached CUDA graphs: with new input and output tensors on every call (the
+    cached graph is updated), shapes taking turns, and a full cache, the results are bitwise those of
+    launching kernel by kernel (PYSEG_CUDA_GRAPHS=0)."""
+    import torch
+
+    from pyseg.crf.cuda_backend import dense_crf_cuda
+
+    rng = np.random.default_rng(5)
+    params = CRFParams.preset("krahenbuhl")
+    cases = []
+    for h, w, n_labels in ((24, 40, 5), (31, 17, 11), (9, 13, 2)):
+        probs = torch.from_numpy(random_probs(rng, 2, n_labels, h, w)).cuda()
+        images = torch.from_numpy(np.stack([smooth_image(rng, h, w), smooth_image(rng, h, w)[::-1].copy()])).cuda()
+        cases.append((probs, images))
+    monkeypatch.setenv("PYSEG_CUDA_GRAPHS", "0")
+    want = [dense_crf_cuda(p, im, params, 3).cpu() for p, im in cases]
+    monkeypatch.delenv("PYSEG_CUDA_GRAPHS")
+    for _ in range(3):
+        for (p, im), w in zip(cases, want):
+            assert torch.equal(dense_crf_cuda(p.clone(), im.clone(), params, 3).cpu(), w)
+    for iterations in range(1, 11):  # more shapes/parameters than the cache holds (8)
+        dense_crf_cuda(cases[0][0], cases[0][1], params, iterations)
+    assert torch.equal(dense_crf_cuda(cases[1][0], cases[1][1], params, 3).cpu(), want[1])
+
+
+@pytest.mark.cuda
 def test_cuda_bad_inputs():
     import torch
 

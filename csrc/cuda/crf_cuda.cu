@@ -6,6 +6,8 @@
 #include <cub/device/device_scan.cuh>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -173,6 +175,108 @@ void check_params(const cuda::ImageCrfParams& p, int iterations) {
     throw std::invalid_argument("dense_crf_cuda: iterations must be >= 0, got " + std::to_string(iterations));
 }
 
+// ---------------------------------------------------------------------------------------- CUDA graphs
+// A call is ~120 short launches (about 30 to build the lattices, 9 per iteration); launched one by one they
+// cost more host time than the GPU needs to run them, so the GPU waits on the host. The sequence is
+// captured once into a CUDA graph per (device, shapes, parameters, workspace) and replayed with one
+// cudaGraphLaunch. When only the input or output pointers changed, the cached executable graph is updated in
+// place (cudaGraphExecUpdate, no re-instantiation). Captured on a private stream (capture is not allowed on
+// the legacy default stream), launched on the caller's. Not used when the caller's stream is itself being
+// captured (the kernels then go into the caller's graph) or when PYSEG_CUDA_GRAPHS=0.
+struct GraphKey {
+  int device, iterations;
+  int64_t B, H, W, L;
+  uint32_t prm[5];  // bit patterns of the float parameters
+  const void* workspace;
+  bool operator<(const GraphKey& o) const {
+    return std::tie(device, iterations, B, H, W, L, prm[0], prm[1], prm[2], prm[3], prm[4], workspace) <
+           std::tie(o.device, o.iterations, o.B, o.H, o.W, o.L, o.prm[0], o.prm[1], o.prm[2], o.prm[3], o.prm[4],
+                    o.workspace);
+  }
+};
+
+struct GraphEntry {
+  cudaGraphExec_t exec;
+  const void *probs, *rgb, *out;
+  uint64_t last_use;
+};
+
+constexpr size_t kMaxGraphs = 8;
+std::mutex g_graph_mutex;
+std::map<GraphKey, GraphEntry> g_graphs;
+std::map<int, cudaStream_t> g_capture_streams;
+uint64_t g_graph_clock = 0;
+
+bool graphs_enabled() {
+  const char* v = std::getenv("PYSEG_CUDA_GRAPHS");
+  return !(v != nullptr && std::strcmp(v, "0") == 0);
+}
+
+struct GraphGuard {  // destroys a captured graph on every path
+  cudaGraph_t g = nullptr;
+  ~GraphGuard() {
+    if (g) cudaGraphDestroy(g);
+  }
+};
+
+// Runs `run(stream)` through the graph cache (the caller holds the device guard). Returns false, doing
+// nothing, where a graph cannot be used (the caller's stream is capturing, graphs switched off).
+template <class Run>
+bool run_as_graph(const GraphKey& key, const void* probs, const void* rgb, const void* out, cudaStream_t stream,
+                  const Run& run) {
+  if (!graphs_enabled()) return false;
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(stream, &st), "cudaStreamIsCapturing");
+  if (st != cudaStreamCaptureStatusNone) return false;
+
+  std::lock_guard<std::mutex> lock(g_graph_mutex);
+  auto it = g_graphs.find(key);
+  if (it != g_graphs.end() && it->second.probs == probs && it->second.rgb == rgb && it->second.out == out) {
+    it->second.last_use = ++g_graph_clock;
+    check(cudaGraphLaunch(it->second.exec, stream), "cudaGraphLaunch");
+    return true;
+  }
+  cudaStream_t& cs = g_capture_streams[key.device];
+  if (cs == nullptr) check(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  GraphGuard graph;
+  check(cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  try {
+    run(cs);
+  } catch (...) {
+    cudaStreamEndCapture(cs, &graph.g);
+    cudaGetLastError();
+    throw;
+  }
+  check(cudaStreamEndCapture(cs, &graph.g), "cudaStreamEndCapture");
+  if (it != g_graphs.end()) {
+    cudaGraphExecUpdateResultInfo info;
+    if (cudaGraphExecUpdate(it->second.exec, graph.g, &info) != cudaSuccess) {
+      cudaGetLastError();  // not sticky: fall back to a fresh instantiation
+      cudaGraphExecDestroy(it->second.exec);
+      g_graphs.erase(it);
+      it = g_graphs.end();
+    }
+  }
+  if (it == g_graphs.end()) {
+    if (g_graphs.size() >= kMaxGraphs) {  // evict the least recently used (in-flight launches complete)
+      auto lru = g_graphs.begin();
+      for (auto j = g_graphs.begin(); j != g_graphs.end(); ++j)
+        if (j->second.last_use < lru->second.last_use) lru = j;
+      cudaGraphExecDestroy(lru->second.exec);
+      g_graphs.erase(lru);
+    }
+    cudaGraphExec_t exec = nullptr;
+    check(cudaGraphInstantiate(&exec, graph.g, 0), "cudaGraphInstantiate");
+    it = g_graphs.emplace(key, GraphEntry{exec, nullptr, nullptr, nullptr, 0}).first;
+  }
+  it->second.probs = probs;
+  it->second.rgb = rgb;
+  it->second.out = out;
+  it->second.last_use = ++g_graph_clock;
+  check(cudaGraphLaunch(it->second.exec, stream), "cudaGraphLaunch");
+  return true;
+}
+
 }  // namespace
 }  // namespace gpu
 
@@ -209,8 +313,16 @@ void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const flo
     throw std::invalid_argument("dense_crf_cuda: workspace of " + std::to_string(workspace_bytes) +
                                 " bytes, need " + std::to_string(lay.total));
   const gpu::Buffers bf = gpu::bind_buffers(lay, workspace);
-  gpu::CudaExec ex{(cudaStream_t)stream, gpu::sm_count(device), bf.cub_temp, cub_bytes};
-  gpu::run_dense_crf(ex, s, gp, bf, probs, rgb, out);
+  const int sms = gpu::sm_count(device);
+  auto run = [&](cudaStream_t st) {
+    gpu::CudaExec ex{st, sms, bf.cub_temp, cub_bytes};
+    gpu::run_dense_crf(ex, s, gp, bf, probs, rgb, out);
+  };
+  gpu::GraphKey key{device, iterations, b, h, w, labels, {}, workspace};
+  const float fp[5] = {prm.gaussian_sxy, prm.gaussian_compat, prm.bilateral_sxy, prm.bilateral_srgb,
+                       prm.bilateral_compat};
+  std::memcpy(key.prm, fp, sizeof(fp));
+  if (!gpu::run_as_graph(key, probs, rgb, out, (cudaStream_t)stream, run)) run((cudaStream_t)stream);
 }
 
 }  // namespace cuda
