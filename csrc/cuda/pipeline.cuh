@@ -8,7 +8,7 @@
 //   inclusive_sum(in, out, n)
 //   sm_count()                 multiprocessors (grid sizes)
 //
-// Launches per call: ~25 to build both lattices and their normalisation, then 9 per iteration (2 splat,
+// Launches per call: ~30 to build both lattices and their normalisation, then 9 per iteration (2 splat,
 // 6 blur, 1 fused slice + compatibility + unary + softmax), whatever the batch size.
 #pragma once
 

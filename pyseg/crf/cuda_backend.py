@@ -5,7 +5,7 @@ compiled part is the ``pyseg.crf._crf_cuda`` module (built when nvcc is found, s
 takes device pointers, so it never links libtorch. All work is queued on ``torch.cuda.current_stream()``
 of the inputs' device; scratch memory comes from torch's caching allocator (one buffer per call).
 
-The whole batch runs in one sequence of launches (about 25 to build both lattices of every image, then 9
+The whole batch runs in one sequence of launches (about 30 to build both lattices of every image, then 9
 per iteration), captured once into a CUDA graph per (shapes, parameters, workspace) and replayed with one
 launch; new input or output tensors update the cached graph in place. ``PYSEG_CUDA_GRAPHS=0`` launches
 kernel by kernel instead, and a call made while the current stream is being captured (``torch.cuda.graph``)
