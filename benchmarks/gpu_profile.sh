@@ -28,9 +28,9 @@ if [ -n "$NCU" ]; then
     --print-units base build/gpucheck/check --profile > "$LOG/ncu.csv" 2> build/gpucheck/ncu_err.txt
   echo "== ncu exit $? ($(( $(date +%s) - T0 )) s)"; tail -3 build/gpucheck/ncu_err.txt
   python3 benchmarks/ncu_summary.py "$LOG/ncu.csv"
-  # Details of the per-iteration kernels of the first 512x512 call: throughput, hit rates, occupancy.
-  timeout 120 "$NCU" --kernel-name-base demangled -k regex:"SplatPieces<false>|SplatReduce>|Update<|Blur>" \
-    --launch-skip 7 --launch-count 9 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+  # Details of the first 512x512 call's first iteration (after the 8 launches of its normalisation pass).
+  timeout 120 "$NCU" --kernel-name-base demangled -k regex:"SplatPieces<|SplatReduce>|Update<|Blur>" \
+    --launch-skip 8 --launch-count 9 --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section Occupancy --cache-control none --clock-control none --csv build/gpucheck/check --profile \
     > "$LOG/ncu_detail.csv" 2> build/gpucheck/ncu_detail_err.txt
   python3 benchmarks/ncu_summary.py --detail "$LOG/ncu_detail.csv"

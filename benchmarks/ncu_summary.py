@@ -22,21 +22,35 @@ def short_name(name: str) -> str:
     return m.group(1) if m else name.split("(")[0][-40:]
 
 
-def main(path: str) -> None:
-    calls: list[list[tuple[str, float]]] = [[]]
+_NS = {"ns": 1.0, "nsecond": 1.0, "us": 1e3, "usecond": 1e3, "ms": 1e6, "msecond": 1e6}
+
+
+def read_metrics(path: str):
+    """(kernel id, kernel name, metric, unit, value) for every numeric row of ncu's --csv output."""
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f) if r]
     header = next(i for i, r in enumerate(rows) if "Kernel Name" in r and "Metric Value" in r)
     cols = rows[header]
-    k_name, k_metric, k_value = cols.index("Kernel Name"), cols.index("Metric Name"), cols.index("Metric Value")
+    ki, kn, km, ku, kv = (cols.index(c) for c in ("ID", "Kernel Name", "Metric Name", "Metric Unit", "Metric Value"))
     for r in rows[header + 1:]:
-        if len(r) <= k_value or r[k_metric] != "gpu__time_duration.sum":
+        if len(r) <= kv:
             continue
-        name = r[k_name]
+        try:
+            value = float(r[kv].replace(",", ""))
+        except ValueError:  # text-valued metrics
+            continue
+        yield r[ki], r[kn], r[km], r[ku], value
+
+
+def main(path: str) -> None:
+    calls: list[list[tuple[str, float]]] = [[]]
+    for _, name, metric, unit, value in read_metrics(path):
+        if metric != "gpu__time_duration.sum":
+            continue
         if re.search(r"\bmarker\b", name):
             calls.append([])
             continue
-        calls[-1].append((short_name(name), float(r[k_value].replace(",", "")) / 1e3))  # ns -> us
+        calls[-1].append((short_name(name), value * _NS[unit] / 1e3))  # -> us
     calls = [c for c in calls if c]
     labels = ["1 x 512x512 x 11, 10 it", "64 x 256x256 x 11, 10 it"]
     for case, idx in enumerate((1, 3)):
@@ -55,25 +69,20 @@ def main(path: str) -> None:
 
 
 def detail(path: str) -> None:
-    """One line per profiled kernel from ncu --csv with sections: duration and the main rates."""
-    want = {"Duration": "us", "Memory Throughput": "%", "DRAM Throughput": "%", "L1/TEX Hit Rate": "L1%",
+    """One line per profiled kernel from ncu --csv with sections: duration (us) and the main rates (%)."""
+    want = {"Duration": "us", "Memory Throughput": "mem%", "DRAM Throughput": "dram%", "L1/TEX Hit Rate": "L1%",
             "L2 Hit Rate": "L2%", "Achieved Occupancy": "occ%", "Compute (SM) Throughput": "SM%"}
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
-    header = next(i for i, r in enumerate(rows) if "Kernel Name" in r and "Metric Value" in r)
-    cols = rows[header]
-    ki, kn, km, ku, kv = (cols.index(c) for c in ("ID", "Kernel Name", "Metric Name", "Metric Unit", "Metric Value"))
-    kernels: dict[str, dict[str, str]] = {}
+    kernels: dict[str, dict[str, float]] = {}
     names: dict[str, str] = {}
-    for r in rows[header + 1:]:
-        if len(r) <= kv or r[km] not in want:
+    for kid, name, metric, unit, value in read_metrics(path):
+        # Memory Throughput comes twice: as % of peak (Speed Of Light) and in byte/s (Memory Workload).
+        if metric not in want or (metric != "Duration" and unit != "%"):
             continue
-        names[r[ki]] = short_name(r[kn])
-        key = r[km] + (" GB/s" if r[km] == "Memory Throughput" and "byte" in r[ku].lower() else "")
-        kernels.setdefault(r[ki], {})[key] = r[kv]
+        names[kid] = short_name(name)
+        kernels.setdefault(kid, {})[metric] = value * _NS[unit] / 1e3 if metric == "Duration" else value
     print(f"\n{'kernel':22s} " + " ".join(f"{v:>6s}" for v in want.values()))
     for kid, m in kernels.items():
-        print(f"{names[kid][:22]:22s} " + " ".join(f"{m.get(k, '-'):>6s}" for k in want))
+        print(f"{names[kid][:22]:22s} " + " ".join(f"{m[k]:6.1f}" if k in m else f"{'-':>6s}" for k in want))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ namespace pyseg {
 namespace cpu {
 namespace {
 
-
-
 void check_compat(const CompatSpec& c, int labels) {
   if (c.type == crf::COMPAT_POTTS) {
     if (!std::isfinite(c.w)) throw std::invalid_argument("Potts compatibility must be finite");

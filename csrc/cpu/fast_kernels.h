@@ -1,6 +1,6 @@
 // Register-blocked filter and update kernels for a compile-time padded label count LP (a multiple of 4): a
 // row of labels stays in registers (Row<LP>, cpu/simd.h) for a whole slice or splat. Semantics as
-// lattice_cpu.cpp's generic splat_chunk/reduce_rows/blur_rows/distribute_rows/slice_pixel and
+// lattice_filter.cpp's generic splat_chunk/reduce_rows/blur_rows/slice_pixel and
 // crf::meanfield_pixel.
 // Included (after cpu/simd.h) inside an ISA namespace by kernels_sse.cpp / kernels_avx2.cpp.
 

@@ -2,8 +2,7 @@
 // cmake -DCMAKE_CXX_FLAGS=-DPYSEG_PROFILE); otherwise the macros are empty.
 //
 //   PYSEG_PROFILE_CLOCK(prof, "lattice d=5");  // starts a clock
-//   PYSEG_PROFILE_TICK(prof, "points");        // adds the ms since the last tick (or restart) to "points"
-//   PYSEG_PROFILE_RESTART(prof);               // the next tick counts from here
+//   PYSEG_PROFILE_TICK(prof, "points");        // adds the ms since the last tick (or the start) to "points"
 // At the end of its scope the clock prints each name's total to stderr, in first-tick order.
 #pragma once
 
@@ -25,7 +24,6 @@ class ProfileClock {
   ~ProfileClock() {
     for (const auto& e : totals_) std::fprintf(stderr, "%s %-12s %.2f ms\n", scope_.c_str(), e.first, e.second);
   }
-  void restart() { t_ = std::chrono::steady_clock::now(); }
   void tick(const char* name) {
     const auto now = std::chrono::steady_clock::now();
     const double ms = std::chrono::duration<double, std::milli>(now - t_).count();
@@ -49,15 +47,11 @@ class ProfileClock {
 
 #define PYSEG_PROFILE_CLOCK(var, scope) ::pyseg::cpu::ProfileClock var(scope)
 #define PYSEG_PROFILE_TICK(var, name) (var).tick(name)
-#define PYSEG_PROFILE_RESTART(var) (var).restart()
 #else
 #define PYSEG_PROFILE_CLOCK(var, scope) \
   do {                                  \
   } while (0)
 #define PYSEG_PROFILE_TICK(var, name) \
   do {                                \
-  } while (0)
-#define PYSEG_PROFILE_RESTART(var) \
-  do {                             \
   } while (0)
 #endif
