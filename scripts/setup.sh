@@ -14,6 +14,15 @@ fi
 PIP="$VENV/bin/python -m pip"
 stamp="$VENV/.pyseg-deps-v1"
 if [ ! -f "$stamp" ]; then
+  # torch's CUDA build alone takes about 5.5 GB; say so up front rather than let pip die half-way.
+  need_kb=$((8 * 1024 * 1024))
+  free_kb=$(df -Pk "$VENV" | awk 'NR == 2 {print $4}')
+  tmp_kb=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 {print $4}')
+  if [ "$free_kb" -lt "$need_kb" ] || [ "$tmp_kb" -lt "$need_kb" ]; then
+    echo "error: installing the dependencies needs about 8 GiB free in $VENV and in ${TMPDIR:-/tmp};" \
+         "found $((free_kb / 1024)) MiB and $((tmp_kb / 1024)) MiB. Free some space and rerun." >&2
+    exit 1
+  fi
   echo "== installing dependencies into $VENV (torch from local disk; a few minutes the first time)"
   $PIP install -q --upgrade pip
   $PIP install -q torch==2.14.1 torchvision==0.29.1
