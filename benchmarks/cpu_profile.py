@@ -5,7 +5,8 @@
     python benchmarks/cpu_profile.py --no-base                # the working tree's phases only
 
 Builds the extension twice with -DPYSEG_PROFILE (phase clocks in csrc/cpu/profile.h, printed to stderr):
-"B" from the working tree's csrc/ and "A" from `--base`'s (git archive), under build/cpuprof/. Then runs
+"B" from the working tree's csrc/ and "A" from `--base`'s (git archive), under build/cpuprof/; both are
+loaded through the working tree's Python package (an A/B of csrc/, not of pyseg/). Then runs
 them alternately, A B A B ..., each in a fresh process that calls `dense_crf` on a natural image
 (benchmarks/crf_speed.py's inputs) `--reps` times and keeps the last call's clocks, and prints the median of
 every phase for each version and the ratio B/A. Alternating runs in the same minutes is what makes a
