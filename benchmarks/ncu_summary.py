@@ -86,7 +86,10 @@ def detail(path: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--detail":
-        detail(sys.argv[2])
+    args = sys.argv[1:]
+    if args[:1] == ["--detail"] and len(args) == 2:
+        detail(args[1])
+    elif len(args) == 1 and not args[0].startswith("-"):
+        main(args[0])
     else:
-        main(sys.argv[1])
+        sys.exit("usage: ncu_summary.py NCU.csv | ncu_summary.py --detail NCU_DETAIL.csv")

@@ -176,13 +176,13 @@ void check_params(const cuda::ImageCrfParams& p, int iterations) {
 }
 
 // ---------------------------------------------------------------------------------------- CUDA graphs
-// A call is ~120 short launches (about 30 to build the lattices, 9 per iteration); launched one by one, the
-// gaps between them add up (H100, 512x512 x 11 labels x 10 iterations: 1.38 ms kernel by kernel, 1.21 ms
-// replayed). The sequence is captured once into a CUDA graph per (device, shapes, parameters, workspace) and
-// replayed with one cudaGraphLaunch. When only the input or output pointers changed, the cached executable graph is updated in
-// place (cudaGraphExecUpdate, no re-instantiation). Captured on a private stream (capture is not allowed on
-// the legacy default stream), launched on the caller's. Not used when the caller's stream is itself being
-// captured (the kernels then go into the caller's graph) or when PYSEG_CUDA_GRAPHS=0.
+// A call is ~120 short launches (about 30 to build the lattices, 9 per iteration); launched one by one, the gaps
+// between them add up (H100, 512x512 x 11 labels x 10 iterations: 1.38 ms kernel by kernel, 1.21 ms replayed). The
+// sequence is captured once into a CUDA graph per (device, shapes, parameters, workspace) and replayed with one
+// cudaGraphLaunch. When only the input or output pointers changed, the cached executable graph is updated in place
+// (cudaGraphExecUpdate, no re-instantiation). Captured on a private stream (capture is not allowed on the legacy
+// default stream), launched on the caller's. Not used when the caller's stream is itself being captured (the kernels
+// then go into the caller's graph) or when PYSEG_CUDA_GRAPHS=0.
 struct GraphKey {
   int device, iterations;
   int64_t B, H, W, L;
