@@ -211,6 +211,14 @@ PYBIND11_MODULE(_crf_cpu, m) {
   m.def("lattice_cache_entries", &pyseg::cpu::lattice_cache_entries);
   m.def("release_lattice_cache", &pyseg::cpu::release_lattice_cache,
         "Empties the Gaussian lattice cache (its buffers stay in the work-buffer cache); returns its bytes.");
+  m.def("gaussian_lattice_uses_grid",
+        [](int width, int height, float sx, float sy) {
+          return pyseg::cpu::gaussian_lattice_uses_grid((int64_t)width * height,
+                                                        pyseg::cpu::GaussianImageFeatures{width, sx, sy});
+        },
+        py::arg("width"), py::arg("height"), py::arg("sx"), py::arg("sy"),
+        "Whether the Gaussian lattice of this image size numbers its vertices through dense key grids (faster) "
+        "rather than hash tables; both build the same lattice.");
   m.def("isa", [] { return std::string(pyseg::cpu::best_kernels().name); },
         "Instruction set of the CPU kernels in use (avx2 or sse2; PYSEG_CPU_ISA=sse2 forces the baseline).");
 

@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
-#include <utility>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 
+#include "cpu/key_grid.h"
 #include "cpu/key_table.h"
 #include "cpu/lattice_simd.h"
 #include "cpu/profile.h"
@@ -97,8 +100,63 @@ std::string overflow_message(int d, int64_t p, const float* f) {
   return os.str();
 }
 
-template <int D, class Feat>
-void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normalization, Executor& ex) {
+// Whether the Gaussian image lattice may number its vertices through a KeyGrid (PYSEG_LATTICE_GRID=0 turns
+// it off: the hash tables then build the same lattice, which the tests compare).
+bool grid_keys_enabled() {
+  const char* s = std::getenv("PYSEG_LATTICE_GRID");
+  return !(s && s[0] == '0' && s[1] == 0);
+}
+
+// Key boxes of a d = 2 lattice whose keys are bounded in advance (KeyGrid): one per chunk, and one for all.
+struct GridPlan {
+  struct Box {
+    int32_t lo0, n0, lo2, n2;
+    KeyGrid grid() const { return KeyGrid(lo0, n0, lo2, n2); }
+  };
+  std::vector<Box> chunk;
+  Box all;
+};
+
+// The box of the keys, and of their blur neighbours, of points whose features lie in [fx0, fx1] x [fy0, fy1].
+// crf::lattice_point elevates (f0, f1) to e0 = f0 s0 + f1 s1, e1 = f1 s1 - f0 s0, e2 = -2 f1 s1: linear, so
+// the extremes are at the corners (s0, s1 > 0). A vertex key lies within 1.5 (rounding to a multiple of 3)
+// + 3 (the rank shift) + 2 (the vertex offset) of e, a neighbour key 2 further, and e itself carries the float
+// rounding of the elevation (a few ulps of |e| < 2^24: at most 8): a margin of 16 covers them all.
+GridPlan::Box gaussian_key_box(const crf::LatticeScales& sc, double fx0, double fx1, double fy0, double fy1) {
+  const double s0 = sc.s[0], s1 = sc.s[1], margin = 16.0;
+  const double lo0 = std::floor(fx0 * s0 + fy0 * s1 - margin), hi0 = std::ceil(fx1 * s0 + fy1 * s1 + margin);
+  const double lo2 = std::floor(-2.0 * fy1 * s1 - margin), hi2 = std::ceil(-2.0 * fy0 * s1 + margin);
+  return GridPlan::Box{(int32_t)lo0, (int32_t)(hi0 - lo0 + 1), (int32_t)lo2, (int32_t)(hi2 - lo2 + 1)};
+}
+
+// A grid plan for the Gaussian lattice of an image (features (fx[x], fy[y]), chunks of rows), or none (false)
+// when a box would be large next to its points (tiny sigmas, very thin images): the hash table is then the
+// better table. Features out of the lattice's range are left to the build, which reports them.
+bool plan_gaussian_grid(const std::vector<float>& fx, const std::vector<float>& fy, int64_t n, int64_t chunk,
+                        GridPlan& plan) {
+  const int64_t w = (int64_t)fx.size();
+  const crf::LatticeScales sc = crf::make_lattice_scales(2);
+  auto fits = [](const GridPlan::Box& b, int64_t points) {
+    const int64_t cells = KeyGrid::cells_for(b.n0, b.n2);
+    return b.n0 > 0 && b.n2 > 0 && cells <= 4 * points + 65536 && cells < ((int64_t)1 << 31);
+  };
+  for (float v : {fx.front(), fx.back(), fy.front(), fy.back()})
+    if (!(std::fabs(v) * 4.0f < crf::kMaxLatticeCoord)) return false;
+  plan.all = gaussian_key_box(sc, fx.front(), fx.back(), fy.front(), fy[(n - 1) / w]);
+  if (!fits(plan.all, n)) return false;
+  plan.chunk.clear();
+  for (int64_t b = 0; b < n; b += chunk) {
+    const int64_t e = std::min(n, b + chunk);
+    plan.chunk.push_back(gaussian_key_box(sc, fx.front(), fx.back(), fy[b / w], fy[(e - 1) / w]));
+    if (!fits(plan.chunk.back(), e - b)) return false;
+  }
+  return true;
+}
+
+template <int D, class Keys, class Feat>
+void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normalization, Executor& ex,
+                const GridPlan* plan) {
+  constexpr bool kGrid = std::is_same<Keys, KeyGrid>::value;
   const int d = D > 0 ? D : d_rt;
   const int d1 = d + 1;
   if (n <= 0) throw std::invalid_argument("lattice needs at least one point");
@@ -120,9 +178,14 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   const crf::LatticeScales sc = crf::make_lattice_scales(d);
   PYSEG_PROFILE_CLOCK(prof, "lattice d=" + std::to_string(d));
 
-  std::vector<KeyTable<D>> local;
+  std::vector<Keys> local;
   local.reserve(nchunks);
-  for (int c = 0; c < nchunks; ++c) local.emplace_back(d, chunk / 8 + 64);
+  for (int c = 0; c < nchunks; ++c) {
+    if constexpr (kGrid)
+      local.emplace_back();  // the chunk's grid is made in its task (a parallel fill)
+    else
+      local.emplace_back(d, chunk / 8 + 64);
+  }
   std::vector<int64_t> bad(nchunks, -1);
 
   // 1) per chunk of points: lattice point, barycentric weights, vertices in the chunk's table (offsets hold
@@ -131,8 +194,9 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   //    simplex cache without hashing its d+1 vertices.
   ex.run(nchunks, [&](int c) {
     const int64_t b = lat.chunk_begin[c], e = lat.chunk_begin[c + 1];
-    KeyTable<D>& tab = local[c];
-    std::vector<SimplexSlot<D>> scache(D > 0 ? (size_t(1) << kSimplexCacheBits) : 1);
+    Keys& tab = local[c];
+    if constexpr (kGrid) tab = plan->chunk[c].grid();
+    std::vector<SimplexSlot<D>> scache(D > 0 && !kGrid ? (size_t(1) << kSimplexCacheBits) : 1);
     float f[Scratch<D>::kSize];
     int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize], key[Scratch<D>::kSize];
     int prev2_rem0[Scratch<D>::kSize], prev2_rank[Scratch<D>::kSize], ids2[Scratch<D>::kSize];
@@ -145,6 +209,14 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     auto place = [&](int64_t p, const int* rem0, const int* rank, const float* bary) {
       float* bo = lat.bary.data() + p * d1;
       for (int r = 0; r < d1; ++r) bo[r] = bary[r];
+      int32_t* oo = lat.offsets.data() + p * d1;
+      if constexpr (kGrid) {
+        for (int r = 0; r < d1; ++r) {
+          crf::vertex_key<D>(d, rem0, rank, r, key);
+          oo[r] = tab.find_or_insert(key);
+        }
+        return;
+      }
       // Two-entry simplex cache: along a row, points often alternate between two simplices.
       int diff0 = have_prev ? 0 : 1, diff1 = have_prev2 ? 0 : 1;
       for (int i = 0; i < d1; ++i) {
@@ -192,7 +264,6 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
           have_prev = true;
         }
       }
-      int32_t* oo = lat.offsets.data() + p * d1;
       for (int r = 0; r < d1; ++r) oo[r] = ids[r];
     };
     const int64_t fw = feat.width();
@@ -244,16 +315,22 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   const int64_t rows = lat.local_begin[nchunks];  // <= n (d+1) < 2^31
   lat.to_global.clear();
   lat.to_global.resize(rows);
-  KeyTable<D> table(d, 64);
+  Keys table = [&] {
+    if constexpr (kGrid)
+      return nchunks == 1 ? std::move(local[0]) : plan->all.grid();
+    else
+      return nchunks == 1 ? std::move(local[0]) : KeyTable<D>(d, local[0].size() * 2);
+  }();
   if (nchunks == 1) {
-    table = std::move(local[0]);
     for (int64_t k = 0; k < rows; ++k) lat.to_global[k] = (int32_t)k;
   } else {
-    table = KeyTable<D>(d, local[0].size() * 2);
     for (int c = 0; c < nchunks; ++c) {
       int32_t* tg = lat.to_global.data() + lat.local_begin[c];
       for (int i = 0; i < local[c].size(); ++i) tg[i] = table.find_or_insert(local[c].key(i));
-      local[c] = KeyTable<D>(d, 1);
+      if constexpr (kGrid)
+        local[c] = KeyGrid();
+      else
+        local[c] = KeyTable<D>(d, 1);
     }
   }
   const int m = table.size();
@@ -343,6 +420,17 @@ void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   PYSEG_PROFILE_TICK(prof, "norm");
 }
 
+// Builds the lattice; with a plan (D = 2 only) the vertices are numbered through KeyGrids instead of hash
+// tables (the same numbering, so the same lattice) and without the simplex caches (a grid lookup is cheaper).
+template <int D, class Feat>
+void build_impl(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normalization, Executor& ex,
+                const GridPlan* plan = nullptr) {
+  if constexpr (D == 2) {
+    if (plan) return build_keys<D, KeyGrid>(lat, d_rt, n, feat, normalization, ex, plan);
+  }
+  build_keys<D, KeyTable<D>>(lat, d_rt, n, feat, normalization, ex, nullptr);
+}
+
 template <class Feat>
 void dispatch_build(Lattice& lat, int d, int64_t n, const Feat& feat, int normalization, Executor& ex) {
   if (d < 1 || d > crf::kMaxDim)
@@ -366,7 +454,15 @@ void build_lattice(Lattice& lat, const ArrayFeatures& feat, int normalization, E
 }
 void build_lattice(Lattice& lat, int64_t n, const GaussianImageFeatures& feat, int normalization, Executor& ex) {
   const ImageTables t(n, feat.width, feat.sx, feat.sy, nullptr);
-  build_impl<2>(lat, 2, n, GaussFeat{&t, feat.width}, normalization, ex);
+  GridPlan plan;
+  const bool grid = grid_keys_enabled() && plan_gaussian_grid(t.fx, t.fy, n, lattice_chunk_size(n), plan);
+  build_impl<2>(lat, 2, n, GaussFeat{&t, feat.width}, normalization, ex, grid ? &plan : nullptr);
+}
+bool gaussian_lattice_uses_grid(int64_t n, const GaussianImageFeatures& feat) {
+  if (n < 1 || feat.width < 1 || !(feat.sx > 0 && feat.sy > 0)) return false;
+  const ImageTables t(n, feat.width, feat.sx, feat.sy, nullptr);
+  GridPlan plan;
+  return grid_keys_enabled() && plan_gaussian_grid(t.fx, t.fy, n, lattice_chunk_size(n), plan);
 }
 void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, int normalization, Executor& ex) {
   const float sc[3] = {feat.sr, feat.sg, feat.sb};

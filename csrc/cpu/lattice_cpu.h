@@ -92,6 +92,10 @@ struct BilateralImageFeatures {  // (x / sx, y / sy, r / sr, g / sg, b / sb), rg
 void build_lattice(Lattice& lat, const ArrayFeatures& feat, int normalization, Executor& ex);
 void build_lattice(Lattice& lat, int64_t n, const GaussianImageFeatures& feat, int normalization, Executor& ex);
 void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, int normalization, Executor& ex);
+// Whether build_lattice numbers the vertices of this Gaussian image lattice through dense key grids rather than
+// hash tables (the same lattice either way; grids are faster but need key boxes that are small next to the
+// image: not for tiny sigmas or very thin images; PYSEG_LATTICE_GRID=0 turns them off).
+bool gaussian_lattice_uses_grid(int64_t n, const GaussianImageFeatures& feat);
 
 // The Gaussian (position-only) lattice of an image depends on its size, sigmas and normalisation alone, not on
 // its pixels: the last few are kept (read-only, shared) and a call on another image of the same size reuses
