@@ -199,10 +199,7 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     std::vector<SimplexSlot<D>> scache(D > 0 && !kGrid ? (size_t(1) << kSimplexCacheBits) : 1);
     float f[Scratch<D>::kSize];
     int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize], key[Scratch<D>::kSize];
-    int prev2_rem0[Scratch<D>::kSize], prev2_rank[Scratch<D>::kSize], ids2[Scratch<D>::kSize];
-    bool have_prev2 = false;
-    for (int i = 0; i < Scratch<D>::kSize; ++i)
-      prev_rem0[i] = prev_rank[i] = prev2_rem0[i] = prev2_rank[i] = ids[i] = ids2[i] = 0;
+    for (int i = 0; i < Scratch<D>::kSize; ++i) prev_rem0[i] = prev_rank[i] = ids[i] = 0;
     float bary[Scratch<D>::kSize + 1];
     bool have_prev = false;
     // Places point p (its lattice point computed) in the chunk's vertices.
@@ -217,52 +214,40 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
         }
         return;
       }
-      // Two-entry simplex cache: along a row, points often alternate between two simplices.
-      int diff0 = have_prev ? 0 : 1, diff1 = have_prev2 ? 0 : 1;
-      for (int i = 0; i < d1; ++i) {
-        diff0 |= (rem0[i] ^ prev_rem0[i]) | (rank[i] ^ prev_rank[i]);
-        diff1 |= (rem0[i] ^ prev2_rem0[i]) | (rank[i] ^ prev2_rank[i]);
-      }
-      if (diff0 != 0) {
-        // Shift the cache: prev -> prev2, then prev <- this simplex (from prev2 on a hit, else looked up).
-        for (int i = 0; i < d1; ++i) {
-          std::swap(prev_rem0[i], prev2_rem0[i]);
-          std::swap(prev_rank[i], prev2_rank[i]);
-          std::swap(ids[i], ids2[i]);
-        }
-        std::swap(have_prev, have_prev2);
-        if (diff1 != 0) {
-          // Direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex hashing.
-          // Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) use it;
-          // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
-          uint32_t rbits = 0, sh = 0;
-          if (D > 0) {
-            for (int i = 0; i < d1; ++i) {
-              rbits |= (uint32_t)rank[i] << (3 * i);
-              sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
-            }
-          }
-          SimplexSlot<D>* slot = scache.data() + (D > 0 ? ((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits) : 0);
-          int same = D > 0 && slot->rbits == rbits;
-          for (int i = 0; i < d1 && same; ++i) same = slot->rem0[i] == rem0[i];
-          if (same) {
-            for (int r = 0; r < d1; ++r) ids[r] = slot->ids[r];
-          } else {
-            for (int r = 0; r < d1; ++r) {
-              crf::vertex_key<D>(d, rem0, rank, r, key);
-              ids[r] = tab.find_or_insert(key);
-            }
-            if (D > 0) {
-              slot->rbits = rbits;
-              for (int i = 0; i < d1; ++i) slot->rem0[i] = rem0[i], slot->ids[i] = ids[i];
-            }
-          }
+      // The previous point's simplex (consecutive points often share one): then only the weights change.
+      int diff = have_prev ? 0 : 1;
+      for (int i = 0; i < d1; ++i) diff |= (rem0[i] ^ prev_rem0[i]) | (rank[i] ^ prev_rank[i]);
+      if (diff != 0) {
+        // Direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex hashing.
+        // Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) use it;
+        // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
+        uint32_t rbits = 0, sh = 0;
+        if (D > 0) {
           for (int i = 0; i < d1; ++i) {
-            prev_rem0[i] = rem0[i];
-            prev_rank[i] = rank[i];
+            rbits |= (uint32_t)rank[i] << (3 * i);
+            sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
           }
-          have_prev = true;
         }
+        SimplexSlot<D>* slot = scache.data() + (D > 0 ? ((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits) : 0);
+        int same = D > 0 && slot->rbits == rbits;
+        for (int i = 0; i < d1 && same; ++i) same = slot->rem0[i] == rem0[i];
+        if (same) {
+          for (int r = 0; r < d1; ++r) ids[r] = slot->ids[r];
+        } else {
+          for (int r = 0; r < d1; ++r) {
+            crf::vertex_key<D>(d, rem0, rank, r, key);
+            ids[r] = tab.find_or_insert(key);
+          }
+          if (D > 0) {
+            slot->rbits = rbits;
+            for (int i = 0; i < d1; ++i) slot->rem0[i] = rem0[i], slot->ids[i] = ids[i];
+          }
+        }
+        for (int i = 0; i < d1; ++i) {
+          prev_rem0[i] = rem0[i];
+          prev_rank[i] = rank[i];
+        }
+        have_prev = true;
       }
       for (int r = 0; r < d1; ++r) oo[r] = ids[r];
     };
