@@ -384,6 +384,24 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   lat.post.clear();
   lat.post.resize(n);
   ex.parallel_for(n, [&](int64_t b, int64_t e) {
+#if defined(PYSEG_HAVE_AVX2_KERNELS)
+    if (normalization == crf::NORMALIZE_SYMMETRIC && lattice_simd_enabled()) {
+      // The sums of a block, then their square roots and divisions 4 at a time (a divider-bound loop).
+      constexpr int64_t kB = 512;
+      float sums[kB];
+      for (int64_t p0 = b; p0 < e; p0 += kB) {
+        const int64_t cnt = std::min(kB, e - p0);
+        for (int64_t i = 0; i < cnt; ++i) {
+          const int64_t p = p0 + i;
+          float s = 0.0f;
+          for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * vl[lat.offsets[p * d1 + r]];
+          sums[i] = s;
+        }
+        symmetric_norms(sums, cnt, alpha, lat.pre.data() + p0, lat.post.data() + p0);
+      }
+      return;
+    }
+#endif
     for (int64_t p = b; p < e; ++p) {
       float s = 0.0f;
       for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * vl[lat.offsets[p * d1 + r]];

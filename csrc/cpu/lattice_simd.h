@@ -3,6 +3,8 @@
 // where the CPU has AVX2 (unless PYSEG_LATTICE_SIMD=0); the scalar code handles the rest.
 #pragma once
 
+#include <cstdint>
+
 #include "crf/lattice.h"
 
 namespace pyseg {
@@ -18,6 +20,11 @@ bool lattice_simd_enabled();
 // D is 2, 3 or 5.
 template <int D>
 bool lattice_points8(const float* f, const crf::LatticeScales& sc, int* rem0, int* rank, float* bary);
+
+// The symmetric normalisation of `count` points from their filtered ones s (alpha not applied): pre =
+// (float)(1 / sqrt((double)(s alpha) + 1e-20)), post = alpha pre, as the scalar build computes them (4 at a
+// time; the division and square root of doubles are correctly rounded either way: bitwise the same).
+void symmetric_norms(const float* s, int64_t count, float alpha, float* pre, float* post);
 
 }  // namespace cpu
 }  // namespace pyseg
