@@ -80,6 +80,39 @@ inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, const floa
   }
 }
 
+// energies_block for two Potts kernels at once (D1a, D1b vertices per pixel): tb[i] = src[i] + wa * slice_a +
+// wb * slice_b, the two slices' sums as two independent chains, one store per pixel. The same operations in the
+// same order as energies_block for kernel a then kernel b (bitwise the same), without tb's round trip.
+template <int LP, int D1a, int D1b>
+inline void energies_block_potts2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t p0, int nb,
+                                  const float* src, float* tb) {
+  using R = Row<LP>;
+  const Lattice& la = *ka.lat;
+  const Lattice& lb = *kb.lat;
+  const int32_t* __restrict offa = la.offsets.data() + p0 * D1a;
+  const float* __restrict wa = la.bary.data() + p0 * D1a;
+  const int32_t* __restrict offb = lb.offsets.data() + p0 * D1b;
+  const float* __restrict wb = lb.bary.data() + p0 * D1b;
+  const float* __restrict posta = la.post.data() + p0;
+  const float* __restrict postb = lb.post.data() + p0;
+  const float* __restrict va = ka.values;
+  const float* __restrict vb = kb.values;
+  for (int i = 0; i < nb; ++i, offa += D1a, wa += D1a, offb += D1b, wb += D1b) {
+    R ma = R::zero(), mb = R::zero();
+    for (int r = 0; r < D1a; ++r) {
+      ma.fma_mem(wa[r], va + (int64_t)offa[r] * LP);
+      mb.fma_mem(wb[r], vb + (int64_t)offb[r] * LP);
+    }
+    for (int r = D1a; r < D1b; ++r) mb.fma_mem(wb[r], vb + (int64_t)offb[r] * LP);
+    ma.scale(posta[i]);
+    mb.scale(postb[i]);
+    R t = R::load(src + i * LP);
+    t.fma(ka.compat.w, ma);
+    t.fma(kb.compat.w, mb);
+    t.store(tb + i * LP);
+  }
+}
+
 // The kernel's acc rows += bary * pre * q for pixels p0 + i, i < nb (q: rows of LP at tb), in pixel order (D1:
 // vertices per pixel, 0 = run time). (Keeping a run of pixels' shared rows in registers measured slower: spills.)
 template <int LP, int D1>
@@ -128,16 +161,23 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
   alignas(64) float tb[kBlockPixels * LP];
   bool any_acc = false;
   for (int k = 0; k < nk; ++k) any_acc |= ks[k].acc != nullptr;
+  // The image case (a Gaussian kernel, then a bilateral one, both Potts): both slices in one loop.
+  const bool potts_gb = nk == 2 && ks[0].lat->d == 2 && ks[1].lat->d == 5 && ks[0].compat.type == crf::COMPAT_POTTS &&
+                        ks[1].compat.type == crf::COMPAT_POTTS;
   for (int64_t p0 = pb; p0 < pe; p0 += kBlockPixels) {
     const int nb = (int)std::min<int64_t>(kBlockPixels, pe - p0);
     // Energies: -U - sum_k C_k(slice_k).
     if (nk == 0) std::memcpy(tb, neg_u + p0 * LP, sizeof(float) * LP * nb);
-    for (int k = 0; k < nk; ++k) {
-      const float* src = k == 0 ? neg_u + p0 * LP : tb;
-      switch (ks[k].lat->d) {
-        case 2: energies_block<LP, 3>(ks[k], p0, nb, src, tb); break;
-        case 5: energies_block<LP, 6>(ks[k], p0, nb, src, tb); break;
-        default: energies_block<LP, 0>(ks[k], p0, nb, src, tb); break;
+    if (potts_gb) {
+      energies_block_potts2<LP, 3, 6>(ks[0], ks[1], p0, nb, neg_u + p0 * LP, tb);
+    } else {
+      for (int k = 0; k < nk; ++k) {
+        const float* src = k == 0 ? neg_u + p0 * LP : tb;
+        switch (ks[k].lat->d) {
+          case 2: energies_block<LP, 3>(ks[k], p0, nb, src, tb); break;
+          case 5: energies_block<LP, 6>(ks[k], p0, nb, src, tb); break;
+          default: energies_block<LP, 0>(ks[k], p0, nb, src, tb); break;
+        }
       }
     }
     // Softmax: VW pixels at a time across pixels, the rest row by row. When the new Q only goes to the
