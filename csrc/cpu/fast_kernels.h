@@ -135,6 +135,41 @@ inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* 
   }
 }
 
+// splat_block for two kernels at once (D1a, D1b vertices per pixel): each pixel's row is read once and the two
+// kernels' read-modify-writes interleave (independent rows). The same operations as splat_block for kernel a
+// then kernel b, row by row in the same order within each kernel (bitwise the same).
+template <int LP, int D1a, int D1b>
+inline void splat_block2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t p0, int nb,
+                         const float* __restrict tb) {
+  using R = Row<LP>;
+  const Lattice& la = *ka.lat;
+  const Lattice& lb = *kb.lat;
+  const int32_t* __restrict offa = la.offsets.data() + p0 * D1a;
+  const float* __restrict wa = la.bary.data() + p0 * D1a;
+  const int32_t* __restrict offb = lb.offsets.data() + p0 * D1b;
+  const float* __restrict wb = lb.bary.data() + p0 * D1b;
+  const float* __restrict prea = la.pre.data() + p0;
+  const float* __restrict preb = lb.pre.data() + p0;
+  float* __restrict acca = ka.acc;
+  float* __restrict accb = kb.acc;
+  for (int i = 0; i < nb; ++i, offa += D1a, wa += D1a, offb += D1b, wb += D1b) {
+    const R q = R::load(tb + i * LP);
+    const R sa = q.scaled(prea[i]), sb = q.scaled(preb[i]);
+    for (int r = 0; r < D1b; ++r) {
+      if (r < D1a) {
+        float* row = acca + (int64_t)offa[r] * LP;
+        R a = R::load(row);
+        a.fma(wa[r], sa);
+        a.store(row);
+      }
+      float* row = accb + (int64_t)offb[r] * LP;
+      R a = R::load(row);
+      a.fma(wb[r], sb);
+      a.store(row);
+    }
+  }
+}
+
 // splat_block with the image dimensions (d = 2, 5) compiled in.
 template <int LP>
 inline void splat_rows_of(const UpdateKernel& k, int64_t p0, int nb, const float* __restrict rows) {
@@ -197,9 +232,13 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
         for (int i = i0; i < nb; ++i) out_lm[(int64_t)l * n + p0 + i] = tb[i * LP + l];
       continue;
     }
-    // Splat of the new Q, kernel by kernel.
-    for (int k = 0; k < nk; ++k)
-      if (ks[k].acc) splat_rows_of<LP>(ks[k], p0, nb, tb);
+    // Splat of the new Q, kernel by kernel (the image case's two kernels together).
+    if (potts_gb && ks[0].acc && ks[1].acc) {
+      splat_block2<LP, 3, 6>(ks[0], ks[1], p0, nb, tb);
+    } else {
+      for (int k = 0; k < nk; ++k)
+        if (ks[k].acc) splat_rows_of<LP>(ks[k], p0, nb, tb);
+    }
     if (q_out) std::memcpy(q_out + p0 * LP, tb, sizeof(float) * LP * nb);
     if (out_lm)
       for (int l = 0; l < labels; ++l)
