@@ -52,13 +52,13 @@ inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, const floa
   const int d1 = D1 > 0 ? D1 : lat.d + 1;
   const int32_t* __restrict off = lat.offsets.data() + p0 * d1;
   const float* __restrict w = lat.bary.data() + p0 * d1;
-  const float* __restrict post = lat.post.data() + p0;
+  const float* __restrict post = lat.folded ? nullptr : lat.post.data() + p0;
   const float* __restrict vals = k.values;
   const crf::CompatView c = k.compat;
   for (int i = 0; i < nb; ++i, off += d1, w += d1) {
     R m = R::zero();
     for (int r = 0; r < d1; ++r) m.fma_mem(w[r], vals + (int64_t)off[r] * LP);
-    m.scale(post[i]);
+    m.scale(post ? post[i] : lat.slice_scale);
     R t = R::load(src + i * LP);
     if (c.type == crf::COMPAT_POTTS) {
       t.fma(c.w, m);
@@ -80,9 +80,9 @@ inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, const floa
   }
 }
 
-// energies_block for two Potts kernels at once (D1a, D1b vertices per pixel): tb[i] = src[i] + wa * slice_a +
-// wb * slice_b, the two slices' sums as two independent chains, one store per pixel. The same operations in the
-// same order as energies_block for kernel a then kernel b (bitwise the same), without tb's round trip.
+// energies_block for two Potts kernels on folded lattices at once (D1a, D1b vertices per pixel): tb[i] = src[i]
+// + wa alpha_a slice_a + wb alpha_b slice_b, the two slices' sums as two independent chains (more loads in
+// flight), alpha in the compatibility weight (no product per pixel), one store per pixel.
 template <int LP, int D1a, int D1b>
 inline void energies_block_potts2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t p0, int nb,
                                   const float* src, float* tb) {
@@ -93,10 +93,9 @@ inline void energies_block_potts2(const UpdateKernel& ka, const UpdateKernel& kb
   const float* __restrict wa = la.bary.data() + p0 * D1a;
   const int32_t* __restrict offb = lb.offsets.data() + p0 * D1b;
   const float* __restrict wb = lb.bary.data() + p0 * D1b;
-  const float* __restrict posta = la.post.data() + p0;
-  const float* __restrict postb = lb.post.data() + p0;
   const float* __restrict va = ka.values;
   const float* __restrict vb = kb.values;
+  const float ca = ka.compat.w * la.slice_scale, cb = kb.compat.w * lb.slice_scale;
   for (int i = 0; i < nb; ++i, offa += D1a, wa += D1a, offb += D1b, wb += D1b) {
     R ma = R::zero(), mb = R::zero();
     for (int r = 0; r < D1a; ++r) {
@@ -104,11 +103,9 @@ inline void energies_block_potts2(const UpdateKernel& ka, const UpdateKernel& kb
       mb.fma_mem(wb[r], vb + (int64_t)offb[r] * LP);
     }
     for (int r = D1a; r < D1b; ++r) mb.fma_mem(wb[r], vb + (int64_t)offb[r] * LP);
-    ma.scale(posta[i]);
-    mb.scale(postb[i]);
     R t = R::load(src + i * LP);
-    t.fma(ka.compat.w, ma);
-    t.fma(kb.compat.w, mb);
+    t.fma(ca, ma);
+    t.fma(cb, mb);
     t.store(tb + i * LP);
   }
 }
@@ -122,10 +119,10 @@ inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* 
   const int d1 = D1 > 0 ? D1 : lat.d + 1;
   const int32_t* __restrict off = lat.offsets.data() + p0 * d1;
   const float* __restrict w = lat.bary.data() + p0 * d1;
-  const float* __restrict pre = lat.pre.data() + p0;
+  const float* __restrict pre = lat.folded ? nullptr : lat.pre.data() + p0;
   float* __restrict acc = k.acc;
   for (int i = 0; i < nb; ++i, off += d1, w += d1) {
-    const R s = R::load(tb + i * LP).scaled(pre[i]);
+    const R s = pre ? R::load(tb + i * LP).scaled(pre[i]) : R::load(tb + i * LP);
     for (int r = 0; r < d1; ++r) {
       float* row = acc + (int64_t)off[r] * LP;
       R a = R::load(row);
@@ -135,9 +132,9 @@ inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* 
   }
 }
 
-// splat_block for two kernels at once (D1a, D1b vertices per pixel): each pixel's row is read once and the two
-// kernels' read-modify-writes interleave (independent rows). The same operations as splat_block for kernel a
-// then kernel b, row by row in the same order within each kernel (bitwise the same).
+// splat_block for two kernels on folded lattices at once (D1a, D1b vertices per pixel): each pixel's row is
+// read once and the two kernels' read-modify-writes interleave (independent rows). The same operations as
+// splat_block for kernel a then kernel b, row by row in the same order within each kernel (bitwise the same).
 template <int LP, int D1a, int D1b>
 inline void splat_block2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t p0, int nb,
                          const float* __restrict tb) {
@@ -148,23 +145,20 @@ inline void splat_block2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t
   const float* __restrict wa = la.bary.data() + p0 * D1a;
   const int32_t* __restrict offb = lb.offsets.data() + p0 * D1b;
   const float* __restrict wb = lb.bary.data() + p0 * D1b;
-  const float* __restrict prea = la.pre.data() + p0;
-  const float* __restrict preb = lb.pre.data() + p0;
   float* __restrict acca = ka.acc;
   float* __restrict accb = kb.acc;
   for (int i = 0; i < nb; ++i, offa += D1a, wa += D1a, offb += D1b, wb += D1b) {
     const R q = R::load(tb + i * LP);
-    const R sa = q.scaled(prea[i]), sb = q.scaled(preb[i]);
     for (int r = 0; r < D1b; ++r) {
       if (r < D1a) {
         float* row = acca + (int64_t)offa[r] * LP;
         R a = R::load(row);
-        a.fma(wa[r], sa);
+        a.fma(wa[r], q);
         a.store(row);
       }
       float* row = accb + (int64_t)offb[r] * LP;
       R a = R::load(row);
-      a.fma(wb[r], sb);
+      a.fma(wb[r], q);
       a.store(row);
     }
   }
@@ -196,9 +190,10 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
   alignas(64) float tb[kBlockPixels * LP];
   bool any_acc = false;
   for (int k = 0; k < nk; ++k) any_acc |= ks[k].acc != nullptr;
-  // The image case (a Gaussian kernel, then a bilateral one, both Potts): both slices in one loop.
+  // The image case (a Gaussian kernel, then a bilateral one, both Potts, symmetric normalisation): both slices
+  // in one loop, and both splats.
   const bool potts_gb = nk == 2 && ks[0].lat->d == 2 && ks[1].lat->d == 5 && ks[0].compat.type == crf::COMPAT_POTTS &&
-                        ks[1].compat.type == crf::COMPAT_POTTS;
+                        ks[1].compat.type == crf::COMPAT_POTTS && ks[0].lat->folded && ks[1].lat->folded;
   for (int64_t p0 = pb; p0 < pe; p0 += kBlockPixels) {
     const int nb = (int)std::min<int64_t>(kBlockPixels, pe - p0);
     // Energies: -U - sum_k C_k(slice_k).

@@ -125,21 +125,15 @@ template bool lattice_points8<2>(const float*, const crf::LatticeScales&, int*, 
 template bool lattice_points8<3>(const float*, const crf::LatticeScales&, int*, int*, float*);
 template bool lattice_points8<5>(const float*, const crf::LatticeScales&, int*, int*, float*);
 
-void symmetric_norms(const float* s, int64_t count, float alpha, float* pre, float* post) {
+void symmetric_factors(const float* s, int64_t count, float alpha, float* k) {
   const __m128 a4 = _mm_set1_ps(alpha);
   const __m256d one = _mm256_set1_pd(1.0), eps = _mm256_set1_pd(1e-20);
   int64_t i = 0;
   for (; i + 4 <= count; i += 4) {
     const __m256d norm = _mm256_cvtps_pd(_mm_mul_ps(_mm_loadu_ps(s + i), a4));
-    const __m128 k = _mm256_cvtpd_ps(_mm256_div_pd(one, _mm256_sqrt_pd(_mm256_add_pd(norm, eps))));
-    _mm_storeu_ps(pre + i, k);
-    _mm_storeu_ps(post + i, _mm_mul_ps(a4, k));
+    _mm_storeu_ps(k + i, _mm256_cvtpd_ps(_mm256_div_pd(one, _mm256_sqrt_pd(_mm256_add_pd(norm, eps)))));
   }
-  for (; i < count; ++i) {
-    const float k = (float)(1.0 / std::sqrt((double)(s[i] * alpha) + 1e-20));
-    pre[i] = k;
-    post[i] = alpha * k;
-  }
+  for (; i < count; ++i) k[i] = crf::symmetric_factor(s[i], alpha);
 }
 
 }  // namespace cpu

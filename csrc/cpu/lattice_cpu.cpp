@@ -379,39 +379,51 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     va.swap(vb);
   }
   ex.parallel_for(rows, [&](int64_t b, int64_t e) { distribute_rows(lat, va.data(), 1, vl.data(), b, e); }, 8192);
-  lat.pre.clear();
-  lat.pre.resize(n);
-  lat.post.clear();
-  lat.post.resize(n);
-  ex.parallel_for(n, [&](int64_t b, int64_t e) {
-#if defined(PYSEG_HAVE_AVX2_KERNELS)
-    if (normalization == crf::NORMALIZE_SYMMETRIC && lattice_simd_enabled()) {
-      // The sums of a block, then their square roots and divisions 4 at a time (a divider-bound loop).
+  // The symmetric normalisation and none fold into the weights (bary *= pre, post = alpha pre: see Lattice);
+  // the others keep a factor per point before the splat and after the slice.
+  lat.folded = normalization == crf::NORMALIZE_SYMMETRIC || normalization == crf::NO_NORMALIZATION;
+  lat.slice_scale = alpha;
+  wvec<float>().swap(lat.pre);
+  wvec<float>().swap(lat.post);
+  if (normalization == crf::NORMALIZE_SYMMETRIC) {
+    ex.parallel_for(n, [&](int64_t b, int64_t e) {
+      // The sums of a block, then their factors (square roots and divisions, 4 at a time where AVX2 is on: a
+      // divider-bound loop), then the weights.
       constexpr int64_t kB = 512;
-      float sums[kB];
+      float sums[kB], k[kB];
       for (int64_t p0 = b; p0 < e; p0 += kB) {
         const int64_t cnt = std::min(kB, e - p0);
+        float* w = lat.bary.data() + p0 * d1;
+        const int32_t* off = lat.offsets.data() + p0 * d1;
         for (int64_t i = 0; i < cnt; ++i) {
-          const int64_t p = p0 + i;
           float s = 0.0f;
-          for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * vl[lat.offsets[p * d1 + r]];
+          for (int r = 0; r < d1; ++r) s += w[i * d1 + r] * vl[off[i * d1 + r]];
           sums[i] = s;
         }
-        symmetric_norms(sums, cnt, alpha, lat.pre.data() + p0, lat.post.data() + p0);
-      }
-      return;
-    }
+#if defined(PYSEG_HAVE_AVX2_KERNELS)
+        if (lattice_simd_enabled())
+          symmetric_factors(sums, cnt, alpha, k);
+        else
 #endif
+          for (int64_t i = 0; i < cnt; ++i) k[i] = crf::symmetric_factor(sums[i], alpha);
+        for (int64_t i = 0; i < cnt; ++i)
+          for (int r = 0; r < d1; ++r) w[i * d1 + r] *= k[i];
+      }
+    });
+  }
+  if (lat.folded) {
+    PYSEG_PROFILE_TICK(prof, "norm");
+    return;
+  }
+  lat.pre.resize(n);
+  lat.post.resize(n);
+  ex.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p) {
       float s = 0.0f;
       for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * vl[lat.offsets[p * d1 + r]];
       const double norm = (double)(s * alpha);
       float pre = 1.0f, post = alpha;
-      if (normalization == crf::NORMALIZE_SYMMETRIC) {
-        const float k = (float)(1.0 / std::sqrt(norm + 1e-20));
-        pre = k;
-        post = alpha * k;
-      } else if (normalization == crf::NORMALIZE_BEFORE) {
+      if (normalization == crf::NORMALIZE_BEFORE) {
         pre = (float)(1.0 / (norm + 1e-20));
       } else if (normalization == crf::NORMALIZE_AFTER) {
         post = alpha * (float)(1.0 / (norm + 1e-20));

@@ -11,11 +11,16 @@
 // Layout (all dense arrays):
 //   chunk_begin[c]..chunk_begin[c+1]      the points of chunk c
 //   local_begin[c]..local_begin[c+1]      the local rows of chunk c
-//   offsets[p*(d+1)+r], bary[p*(d+1)+r]   the local row and barycentric weight of point p's vertex of remainder r
+//   offsets[p*(d+1)+r], bary[p*(d+1)+r]   the local row and weight of point p's vertex of remainder r: the
+//                                         barycentric weight, times pre[p] where folded (below)
 //   to_global[k]                          the global vertex of local row k
 //   gather_start[v]..gather_start[v+1]    the local rows of global vertex v (gather_rows), in chunk order
 //   nbr[(j*M+v)*2 + 0/1]                  blur neighbours n1/n2 of vertex v along axis j (m = the zero row)
-//   pre[p], post[p]                       the normalisation before the splat and (times alpha) after the slice
+//   pre[p], post[p]                       the normalisation before the splat and (times alpha) after the slice,
+//                                         for NORMALIZE_BEFORE / NORMALIZE_AFTER. The symmetric normalisation (the
+//                                         default) and none are "folded": pre is in bary, post = alpha pre, so the
+//                                         splat weighs by bary alone and the slice by bary times slice_scale
+//                                         (alpha), pre and post are empty, and the update reads no factor per point.
 #pragma once
 
 #include <cstdint>
@@ -63,7 +68,11 @@ struct Lattice {
   wvec<int32_t> nbr;
   wvec<float> pre;
   wvec<float> post;
+  bool folded = false;
+  float slice_scale = 1.0f;  // alpha, where folded
 
+  float pre_of(int64_t p) const { return folded ? 1.0f : pre[p]; }
+  float post_of(int64_t p) const { return folded ? slice_scale : post[p]; }
   int64_t rows() const { return local_begin.empty() ? 0 : local_begin.back(); }  // L
 };
 

@@ -15,7 +15,7 @@ void clear_chunk_rows(const Lattice& lat, int c, int lp, float* acc) {
 
 void splat_pixel(const Lattice& lat, int64_t p, const float* q, int lp, float* acc) {
   const int d1 = lat.d + 1;
-  const float pre = lat.pre[p];
+  const float pre = lat.pre_of(p);
   for (int r = 0; r < d1; ++r) {
     float* row = acc + (int64_t)lat.offsets[p * d1 + r] * lp;
     const float w = lat.bary[p * d1 + r];
@@ -72,7 +72,7 @@ void slice_pixel(const Lattice& lat, int64_t p, const float* local, int lp, floa
     const float wr = w[r];
     for (int l = 0; l < lp; ++l) out[l] += wr * src[l];
   }
-  const float s = lat.post[p];
+  const float s = lat.post_of(p);
   for (int l = 0; l < lp; ++l) out[l] *= s;
 }
 

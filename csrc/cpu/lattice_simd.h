@@ -21,10 +21,10 @@ bool lattice_simd_enabled();
 template <int D>
 bool lattice_points8(const float* f, const crf::LatticeScales& sc, int* rem0, int* rank, float* bary);
 
-// The symmetric normalisation of `count` points from their filtered ones s (alpha not applied): pre =
-// (float)(1 / sqrt((double)(s alpha) + 1e-20)), post = alpha pre, as the scalar build computes them (4 at a
-// time; the division and square root of doubles are correctly rounded either way: bitwise the same).
-void symmetric_norms(const float* s, int64_t count, float alpha, float* pre, float* post);
+// The symmetric normalisation of `count` points from their filtered ones s (alpha not applied): k =
+// (float)(1 / sqrt((double)(s alpha) + 1e-20)), as crf::symmetric_factor computes it (4 at a time; the
+// division and square root of doubles are correctly rounded either way: bitwise the same).
+void symmetric_factors(const float* s, int64_t count, float alpha, float* k);
 
 }  // namespace cpu
 }  // namespace pyseg

@@ -29,6 +29,12 @@ PYSEG_HD inline LatticeScales make_lattice_scales(int d) {
 // The slice's magic constant alpha = 1 / (1 + 2^-d).
 PYSEG_HD inline float lattice_alpha(int d) { return 1.0f / (1.0f + powf(2.0f, (float)(-d))); }
 
+// NORMALIZE_SYMMETRIC's factor of a point whose filtered ones (alpha not applied) are s, as the reference
+// computes it in double: 1 / sqrt(s alpha + 1e-20).
+PYSEG_HD inline float symmetric_factor(float s, float alpha) {
+  return (float)(1.0 / sqrt((double)(s * alpha) + 1e-20));
+}
+
 // Locates one feature vector f[0..d) in the lattice: the remainder-0 point rem0[0..d], the rank of each
 // coordinate rank[0..d] and the barycentric weights bary[0..d] (bary needs d+2 slots; bary[r] weighs the
 // vertex of remainder r). Returns false (outputs unspecified) when a coordinate is not finite or its
