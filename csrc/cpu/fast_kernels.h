@@ -38,9 +38,10 @@ void blur_rows_v(const Lattice& lat, int j, const float* __restrict src, float* 
 
 // The fused mean-field step for pixels [pb, pe) of one chunk: slice every kernel, compatibility, unary and
 // softmax, then the splat of the new Q for the next step. A block of kBlockPixels pixels goes through each
-// phase in turn (energies kernel by kernel, softmax, splat kernel by kernel): the loops are short and
-// uniform (one kernel, a compile-time number of vertices), and the long dependency chain of one pixel (slice
-// sums, max, exp, sum, division) overlaps with the next pixels' instead of stalling the core.
+// phase in turn (energies kernel by kernel, softmax, splat kernel by kernel; an image's Gaussian and
+// bilateral kernels both at once): the loops are short and uniform (a compile-time number of vertices), and
+// the long dependency chain of one pixel (slice sums, max, exp, sum, division) overlaps with the next
+// pixels' instead of stalling the core.
 constexpr int kBlockPixels = 16;
 
 // tb[i] = src[i] - C(slice of pixel p0 + i) for the kernel, i < nb (D1: vertices per pixel, 0 = run time);
@@ -110,8 +111,9 @@ inline void energies_block_potts2(const UpdateKernel& ka, const UpdateKernel& kb
   }
 }
 
-// The kernel's acc rows += bary * pre * q for pixels p0 + i, i < nb (q: rows of LP at tb), in pixel order (D1:
-// vertices per pixel, 0 = run time). (Keeping a run of pixels' shared rows in registers measured slower: spills.)
+// The kernel's acc rows += bary * pre * q for pixels p0 + i, i < nb (q: rows of LP at tb; pre is in bary where
+// the lattice is folded), in pixel order (D1: vertices per pixel, 0 = run time). (Keeping a run of pixels'
+// shared rows in registers measured slower: spills.)
 template <int LP, int D1>
 inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* __restrict tb) {
   using R = Row<LP>;

@@ -198,7 +198,8 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     if constexpr (kGrid) tab = plan->chunk[c].grid();
     std::vector<SimplexSlot<D>> scache(D > 0 && !kGrid ? (size_t(1) << kSimplexCacheBits) : 1);
     float f[Scratch<D>::kSize];
-    int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize], key[Scratch<D>::kSize];
+    int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], key[Scratch<D>::kSize];
+    int prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize];
     for (int i = 0; i < Scratch<D>::kSize; ++i) prev_rem0[i] = prev_rank[i] = ids[i] = 0;
     float bary[Scratch<D>::kSize + 1];
     bool have_prev = false;
