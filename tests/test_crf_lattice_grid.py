@@ -47,6 +47,10 @@ def both_ways(monkeypatch, fn):
         (300, 250, 1.0, 1.0),  # deeplab's sigma: more vertices than pixels
         (181, 203, 2.5, 7.0),  # different sigmas along x and y
         (129, 260, 40.0, 0.7),
+        (1, 1, 3.0, 3.0),  # a single pixel
+        (1, 2, 3.0, 3.0),
+        (40, 50, 1000.0, 1000.0),  # every pixel in one simplex or two
+        (16, 4096, 3.0, 3.0),  # wide rows: two chunks of 8 rows each
     ],
 )
 def test_grid_and_hash_tables_build_the_same_lattice(monkeypatch, h, w, sx, sy):
