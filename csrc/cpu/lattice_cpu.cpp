@@ -129,12 +129,14 @@ GridPlan::Box gaussian_key_box(const crf::LatticeScales& sc, double fx0, double 
   return GridPlan::Box{(int32_t)lo0, (int32_t)(hi0 - lo0 + 1), (int32_t)lo2, (int32_t)(hi2 - lo2 + 1)};
 }
 
-// A grid plan for the Gaussian lattice of an image (features (fx[x], fy[y]), chunks of rows), or none (false)
-// when a box would be large next to its points (tiny sigmas, very thin images): the hash table is then the
-// better table. Features out of the lattice's range are left to the build, which reports them.
-bool plan_gaussian_grid(const std::vector<float>& fx, const std::vector<float>& fy, int64_t n, int64_t chunk,
-                        GridPlan& plan) {
-  const int64_t w = (int64_t)fx.size();
+// A grid plan for the Gaussian lattice of an image of n points (features t.fx[x], t.fy[y], the build's chunks of
+// rows), or none (false) when the grids are off or a box would be large next to its points (tiny sigmas, very
+// thin images): the hash table is then the better table. Features out of the lattice's range are left to the
+// build, which reports them.
+bool plan_gaussian_grid(const ImageTables& t, int64_t n, GridPlan& plan) {
+  if (!grid_keys_enabled()) return false;
+  const std::vector<float>&fx = t.fx, &fy = t.fy;
+  const int64_t w = (int64_t)fx.size(), chunk = lattice_chunk_size(n);
   const crf::LatticeScales sc = crf::make_lattice_scales(2);
   auto fits = [](const GridPlan::Box& b, int64_t points) {
     const int64_t cells = KeyGrid::cells_for(b.n0, b.n2);
@@ -471,14 +473,14 @@ void build_lattice(Lattice& lat, const ArrayFeatures& feat, int normalization, E
 void build_lattice(Lattice& lat, int64_t n, const GaussianImageFeatures& feat, int normalization, Executor& ex) {
   const ImageTables t(n, feat.width, feat.sx, feat.sy, nullptr);
   GridPlan plan;
-  const bool grid = grid_keys_enabled() && plan_gaussian_grid(t.fx, t.fy, n, lattice_chunk_size(n), plan);
+  const bool grid = plan_gaussian_grid(t, n, plan);
   build_impl<2>(lat, 2, n, GaussFeat{&t, feat.width}, normalization, ex, grid ? &plan : nullptr);
 }
 bool gaussian_lattice_uses_grid(int64_t n, const GaussianImageFeatures& feat) {
   if (n < 1 || feat.width < 1 || !(feat.sx > 0 && feat.sy > 0)) return false;
   const ImageTables t(n, feat.width, feat.sx, feat.sy, nullptr);
   GridPlan plan;
-  return grid_keys_enabled() && plan_gaussian_grid(t.fx, t.fy, n, lattice_chunk_size(n), plan);
+  return plan_gaussian_grid(t, n, plan);
 }
 void build_lattice(Lattice& lat, int64_t n, const BilateralImageFeatures& feat, int normalization, Executor& ex) {
   const float sc[3] = {feat.sr, feat.sg, feat.sb};
