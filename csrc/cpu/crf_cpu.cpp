@@ -120,16 +120,25 @@ void DenseCrf::propagate_all(Executor& ex) {
   };
   std::vector<Task> tasks;
   const int64_t t = ex.threads();
-  auto add = [&](Kernel& k) {
-    const int64_t m = k.lat().m;
-    const int64_t pieces = t == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(8 * t, m / 1024));
-    for (int64_t i = 0; i < pieces; ++i) tasks.push_back(Task{&k, m * i / pieces, m * (i + 1) / pieces});
+  // The tasks of a phase, listed thread block by thread block: block k holds vertices [m k / t, m (k + 1) / t)
+  // of every kernel, in pieces, and the same number of tasks in every block, so that the pool's first share of
+  // the list for thread k (Executor::run) is block k. A thread then blurs the same vertices in every pass and
+  // mostly reads rows that it wrote itself, from its own cache. (Pieces in any order: the blur took up to twice
+  // as long on this project's 2-vCPU VM whenever its two vCPUs were far apart.)
+  auto make_tasks = [&](int j) {
+    tasks.clear();
+    for (int64_t blk = 0; blk < t; ++blk)
+      for (auto& kp : kernels_) {
+        if (kp->lat().d + 1 <= j) continue;
+        const int64_t m = kp->lat().m;
+        const int64_t p = t == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(8, m / (1024 * t)));  // per block
+        for (int64_t i = blk * p; i < (blk + 1) * p; ++i)
+          tasks.push_back(Task{kp.get(), m * i / (t * p), m * (i + 1) / (t * p)});
+      }
   };
   int max_d1 = 0;
-  for (auto& kp : kernels_) {
-    add(*kp);
-    max_d1 = std::max(max_d1, kp->lat().d + 1);
-  }
+  for (auto& kp : kernels_) max_d1 = std::max(max_d1, kp->lat().d + 1);
+  make_tasks(0);
   ex.run((int)tasks.size(), [&](int i) {
     const Task& tk = tasks[i];
     Kernel& k = *tk.k;
@@ -145,9 +154,7 @@ void DenseCrf::propagate_all(Executor& ex) {
   };
   zero_row_m(0);
   for (int j = 0; j < max_d1; ++j) {
-    tasks.clear();
-    for (auto& kp : kernels_)
-      if (kp->lat().d + 1 > j) add(*kp);
+    make_tasks(j);
     ex.run((int)tasks.size(), [&](int i) {
       const Task& tk = tasks[i];
       Kernel& k = *tk.k;

@@ -26,8 +26,9 @@ void Executor::parallel_chunks(int64_t n, int nchunks, const std::function<void(
 
 void Executor::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_per_chunk) {
   if (n <= 0) return;
-  // Up to 8 chunks per thread, taken dynamically: a thread that the OS deschedules (busy machine) does not
-  // hold the others up. Every element is computed by exactly one chunk, so results do not depend on this.
+  // Up to 8 chunks per thread: a thread that the OS deschedules (busy machine) holds the others up by one chunk
+  // at most, as they take what is left of its share. Every element is computed by exactly one chunk, so results
+  // do not depend on this.
   const int64_t t = threads();
   int64_t nc = std::min<int64_t>(t == 1 ? 1 : 8 * t, std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_chunk)));
   if (nc <= 1) {
@@ -37,8 +38,8 @@ void Executor::parallel_for(int64_t n, const std::function<void(int64_t, int64_t
   parallel_chunks(n, (int)nc, [&](int, int64_t b, int64_t e) { fn(b, e); });
 }
 
-ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+ThreadPool::ThreadPool(int threads) : threads_(threads < 1 ? 1 : threads), ranges_(new Range[threads_]) {
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -51,17 +52,21 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::drain() {
-  for (;;) {
-    const int c = next_.fetch_add(1);
-    if (c >= nchunks_) return;
-    try {
-      (*fn_)(c);
-    } catch (...) {
-      std::lock_guard<std::mutex> lk(err_mu_);
-      if (!err_) err_ = std::current_exception();
+void ThreadPool::drain(int self) {
+  const int t = threads();
+  for (int i = 0; i < t; ++i) {
+    Range& r = ranges_[(self + i) % t];
+    for (;;) {
+      const int c = r.next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= r.end) break;
+      try {
+        (*fn_)(c);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(err_mu_);
+        if (!err_) err_ = std::current_exception();
+      }
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
@@ -76,13 +81,16 @@ void ThreadPool::run(int nchunks, const std::function<void(int)>& fn) {
     std::lock_guard<std::mutex> lk(mu_);
     while (active_.load(std::memory_order_acquire) > 0) PYSEG_PAUSE();
     fn_ = &fn;
-    nchunks_ = nchunks;
-    next_.store(0);
+    const int t = threads();
+    for (int k = 0; k < t; ++k) {
+      ranges_[k].next.store((int)share_begin(nchunks, k, t), std::memory_order_relaxed);
+      ranges_[k].end = (int)share_begin(nchunks, k + 1, t);
+    }
     pending_.store(nchunks);
     generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
-  drain();
+  drain(0);
   int spins = 0;
   while (pending_.load(std::memory_order_acquire) > 0 || active_.load(std::memory_order_acquire) > 0) {
     if (++spins < 2000)
@@ -98,7 +106,7 @@ void ThreadPool::run(int nchunks, const std::function<void(int)>& fn) {
   if (err) std::rethrow_exception(err);
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(int self) {
   uint64_t seen = 0;
   for (;;) {
     // Spin a little for the next phase, then sleep.
@@ -118,7 +126,7 @@ void ThreadPool::worker_loop() {
       if (stop_) return;
       active_.fetch_add(1, std::memory_order_acq_rel);
     }
-    drain();
+    drain(self);
     active_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -20,10 +21,16 @@ class Executor {
  public:
   virtual ~Executor() = default;
   virtual int threads() const = 0;
-  // fn(chunk) for chunk in [0, nchunks); which thread runs a chunk never changes results.
+  // fn(chunk) for chunk in [0, nchunks); which thread runs a chunk never changes results. A pool gives thread k
+  // (0 = the caller) the chunks [nchunks k / T, nchunks (k + 1) / T) first, so that the same chunk index goes to
+  // the same thread from one phase to the next (it then reads rows that it wrote itself, from its own cache);
+  // a thread that runs out takes the others' remaining chunks.
   virtual void run(int nchunks, const std::function<void(int)>& fn) = 0;
+  // The first of thread k's chunks when n chunks go to t threads (k = t: n).
+  static int64_t share_begin(int64_t n, int64_t k, int64_t t) { return n * k / t; }
 
-  // Static split of [0, n) into `threads()` contiguous ranges (deterministic given threads()).
+  // fn(b, e) over [0, n) in contiguous pieces of at least min_per_chunk (up to 8 per thread), run as the chunks
+  // of run(): thread k starts on the k-th share of [0, n).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_per_chunk = 1024);
   void parallel_chunks(int64_t n, int nchunks, const std::function<void(int, int64_t, int64_t)>& fn);
 };
@@ -42,20 +49,25 @@ class ThreadPool final : public Executor {
   ~ThreadPool() override;
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
-  int threads() const override { return (int)workers_.size() + 1; }
+  int threads() const override { return threads_; }
   void run(int nchunks, const std::function<void(int)>& fn) override;
 
  private:
-  void worker_loop();
-  void drain();
+  void worker_loop(int self);
+  void drain(int self);
+  // Thread k's chunks: [next, end); a thread takes from its own range first, then from the others'.
+  struct alignas(64) Range {
+    std::atomic<int> next{0};
+    int end = 0;
+  };
+  const int threads_;
+  std::unique_ptr<Range[]> ranges_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> next_{0};
   std::atomic<int> pending_{0};
   std::atomic<int> active_{0};
-  int nchunks_ = 0;
   const std::function<void(int)>* fn_ = nullptr;
   bool stop_ = false;
   std::mutex err_mu_;
