@@ -36,13 +36,15 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
     if (iterations > 0 && crf.can_splat_unary()) {
       // The unary and the first splat in one pass: no starting-Q buffer.
       crf.set_unary_from_probs_splat(probs + i * per, 1e-5f, 1e-3f, ex);
+      PYSEG_PROFILE_TICK(prof, "unary+splat");
       crf.iterate(nullptr, iterations, ex, out + i * per);
     } else {
       WsArray<float> qp((size_t)n * crf.lp());
       crf.set_unary_from_probs(probs + i * per, 1e-5f, 1e-3f, qp.get(), ex);
+      PYSEG_PROFILE_TICK(prof, "unary");
       crf.iterate(qp.get(), iterations, ex, out + i * per);
     }
-    PYSEG_PROFILE_TICK(prof, "unary+iterate");
+    PYSEG_PROFILE_TICK(prof, "iterate");
   };
   with_executor(threads, [&](Executor& ex) {
     const int t = ex.threads();
