@@ -7,11 +7,12 @@
 Builds the extension twice with -DPYSEG_PROFILE (phase clocks in csrc/cpu/profile.h, printed to stderr):
 "B" from the working tree's csrc/ and "A" from `--base`'s (git archive), under build/cpuprof/; both are
 loaded through the working tree's Python package (an A/B of csrc/, not of pyseg/). Then runs
-them alternately, A B A B ..., each in a fresh process that calls `dense_crf` on a natural image
-(benchmarks/crf_speed.py's inputs) `--reps` times and keeps the last call's clocks, and prints the median of
-every phase for each version and the ratio B/A. Alternating runs in the same minutes is what makes a
-comparison hold on a machine whose speed drifts (this 2-vCPU VM's second core comes and goes); medians of
-a few rounds still move by a few percent, so trust ratios well away from 1. Not a test: nothing is asserted.
+them alternately, A B, B A, A B ..., each in a fresh process that calls `dense_crf` on a natural image
+(benchmarks/crf_speed.py's inputs) `--reps` times and keeps each phase's median over the calls after the
+first, and prints the median over the rounds of every phase for each version and the ratio B/A. Alternating
+runs in the same minutes is what makes a comparison hold on a machine whose speed drifts (this 2-vCPU VM
+has phases of minutes in which its second core is slower, or farther from the first); medians of a few
+rounds still move by a few percent, so trust ratios well away from 1. Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -40,12 +41,11 @@ import crf_speed as cs
 size, labels, preset, threads, reps, cold = sys.argv[3:9]
 probs, img = cs.case_inputs(int(size), int(labels))
 for i in range(int(reps)):
-    if i == int(reps) - 1:
-        print("=== last", file=sys.stderr, flush=True)
+    print(f"=== call {i}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     cs.run_pyseg(probs, img, preset, 10, int(threads), cold=cold == "1")
     t = time.perf_counter() - t0
-print(f"total {t * 1e3:.2f} ms", file=sys.stderr)
+    print(f"total {t * 1e3:.2f} ms", file=sys.stderr, flush=True)
 """
 
 
@@ -85,20 +85,25 @@ def build(src: Path, name: str) -> Path:
 
 
 def phases(pkg: Path, a) -> dict[str, float]:
+    """One process of `a.reps` calls: each phase's median over the calls after the first (the first loads the
+    module, allocates and faults in the buffers), or the only call's time when reps is 1."""
     r = run([sys.executable, "-c", CHILD, str(pkg), str(REPO / "benchmarks"), str(a.size), str(a.labels), a.preset,
              str(a.threads), str(a.reps), "0" if a.warm else "1"], cwd="/")
-    out, seen = {}, False
+    calls: list[dict[str, float]] = []
     for line in r.stderr.splitlines():
-        if line.startswith("=== last"):
-            seen = True
+        if line.startswith("=== call"):
+            calls.append({})
             continue
         m = LINE.match(line.strip())
-        if seen and m:
+        if calls and m:
             # A scope's clock prints "scope name ms"; scopes that run twice (two lattices) get distinct names.
-            out[m["name"]] = out.get(m["name"], 0.0) + float(m["ms"])
-    if not out:
+            calls[-1][m["name"]] = calls[-1].get(m["name"], 0.0) + float(m["ms"])
+    calls = [c for c in calls if c]
+    if not calls:
         sys.exit("no phase clocks in the output: was the module built with -DPYSEG_PROFILE?\n" + r.stderr[-2000:])
-    return out
+    kept = calls[1:] if len(calls) > 1 else calls
+    names = list(dict.fromkeys(n for c in kept for n in c))
+    return {n: statistics.median(c.get(n, 0.0) for c in kept) for n in names}
 
 
 def main() -> None:
@@ -110,7 +115,8 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=11)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=4, help="A/B pairs (median over them)")
-    ap.add_argument("--reps", type=int, default=2, help="calls per process; the last one is kept")
+    ap.add_argument("--reps", type=int, default=6,
+                    help="calls per process; each phase's median over all but the first is kept (default 6)")
     ap.add_argument("--warm", action="store_true", help="keep the Gaussian lattice cache (default: cold)")
     a = ap.parse_args()
     if a.rounds < 1 or a.reps < 1 or a.threads < 1 or a.size < 1 or a.labels < 1:
@@ -131,8 +137,9 @@ def main() -> None:
         versions = {"A": build(src, "A"), **versions}
 
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for _ in range(a.rounds):
-        for v, pkg in versions.items():
+    for rnd in range(a.rounds):
+        order = list(versions.items())
+        for v, pkg in order if rnd % 2 == 0 else order[::-1]:  # A B, B A, ...: neither always runs first
             for name, ms in phases(pkg, a).items():
                 times[name][v].append(ms)
     mode = "warm" if a.warm else "cold"
