@@ -1,7 +1,8 @@
 // Large-buffer allocator of the CPU driver. Fresh memory is expensive (a page fault per 4 KiB page: about
-// 1 ms per MiB on the VMs measured, more than the CRF itself), so big buffers are mmap'ed in 2 MiB multiples
-// with transparent huge pages requested, and freed buffers are kept for the next call (a small cache of at
-// most cache_limit bytes; release_cached_memory() returns it to the OS). Small requests use operator new.
+// 1 ms per MiB on the VMs measured, more than the CRF itself), so big buffers are mmap'ed with transparent
+// huge pages requested (in 2 MiB multiples where that wastes little), and freed buffers are kept for the next
+// call (a small cache of at most cache_limit bytes; release_cached_memory() returns it to the OS). Small
+// requests use operator new.
 #pragma once
 
 #include <cstddef>
