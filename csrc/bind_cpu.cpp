@@ -4,9 +4,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu/crf_cpu.h"
@@ -219,6 +223,39 @@ PYBIND11_MODULE(_crf_cpu, m) {
         py::arg("width"), py::arg("height"), py::arg("sx"), py::arg("sy"),
         "Whether the Gaussian lattice of this image size numbers its vertices through dense key grids (faster) "
         "rather than hash tables; both build the same lattice.");
+  m.def(
+      "_pool_check",
+      [](int threads, int nchunks, int slow_below, int work_us, int throw_at) {
+        // For the tests of the thread pool: Executor::run over nchunks chunks on `threads` threads. Chunks below
+        // slow_below spin for work_us microseconds first (so that the other threads run out of their own share
+        // and take them); chunk throw_at throws. Returns, per chunk, how many times it ran and whether the
+        // calling thread ran it.
+        std::vector<std::atomic<int>> counts(nchunks > 0 ? nchunks : 0), on_caller(nchunks > 0 ? nchunks : 0);
+        const std::thread::id caller = std::this_thread::get_id();
+        {
+          py::gil_scoped_release nogil;
+          pyseg::cpu::with_executor(threads, [&](pyseg::cpu::Executor& ex) {
+            ex.run(nchunks, [&](int c) {
+              if (c < slow_below) {
+                const auto t0 = std::chrono::steady_clock::now();
+                while (std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(work_us)) {
+                }
+              }
+              counts[c].fetch_add(1);
+              on_caller[c].store(std::this_thread::get_id() == caller ? 1 : 0);
+              if (c == throw_at) throw std::runtime_error("chunk " + std::to_string(c) + " failed");
+            });
+          });
+        }
+        std::vector<int> ran, by_caller;
+        for (int c = 0; c < nchunks; ++c) {
+          ran.push_back(counts[c].load());
+          by_caller.push_back(on_caller[c].load());
+        }
+        return py::make_tuple(ran, by_caller);
+      },
+      py::arg("threads"), py::arg("nchunks"), py::arg("slow_below") = 0, py::arg("work_us") = 0,
+      py::arg("throw_at") = -1, "Test hook of the thread pool (see tests/test_crf_pool.py).");
   m.def("isa", [] { return std::string(pyseg::cpu::best_kernels().name); },
         "Instruction set of the CPU kernels in use (avx2 or sse2; PYSEG_CPU_ISA=sse2 forces the baseline).");
 
