@@ -230,7 +230,11 @@ PYBIND11_MODULE(_crf_cpu, m) {
         // slow_below spin for work_us microseconds first (so that the other threads run out of their own share
         // and take them); chunk throw_at throws. Returns, per chunk, how many times it ran and whether the
         // calling thread ran it.
-        std::vector<std::atomic<int>> counts(nchunks > 0 ? nchunks : 0), on_caller(nchunks > 0 ? nchunks : 0);
+        if (threads < 1 || threads > 64 || nchunks < 0 || nchunks > 100000 || work_us < 0 || work_us > 1000000)
+          throw std::invalid_argument("_pool_check expects 1 <= threads <= 64, 0 <= nchunks <= 100000 and 0 <= "
+                                      "work_us <= 1000000, got " + std::to_string(threads) + ", " +
+                                      std::to_string(nchunks) + ", " + std::to_string(work_us));
+        std::vector<std::atomic<int>> counts(nchunks), on_caller(nchunks);
         const std::thread::id caller = std::this_thread::get_id();
         {
           py::gil_scoped_release nogil;

@@ -1,12 +1,10 @@
 """The CPU backend's thread pool (csrc/cpu/thread_pool.cpp) through its test hook: every chunk runs exactly
-once whatever the thread count; thread k starts on its own share of the chunks, and threads that run out take
-the rest of a slow thread's share; an exception in a chunk reaches the caller without wedging the pool."""
+once whatever the thread count; threads that run out of their own share take the rest of a slow thread's share;
+an exception in a chunk reaches the caller without wedging the pool."""
 
 import pytest
 
 from pyseg.crf import _crf_cpu
-
-pytestmark = pytest.mark.skipif(not hasattr(_crf_cpu, "_pool_check"), reason="module built without the pool hook")
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 5, 8])
@@ -40,3 +38,11 @@ def test_an_exception_in_a_chunk_reaches_the_caller(threads):
         _crf_cpu._pool_check(threads, 12, throw_at=5)
     ran, _ = _crf_cpu._pool_check(threads, 12)  # the pool still works
     assert ran == [1] * 12
+
+
+def test_the_hook_rejects_bad_arguments():
+    for args in [(0, 4), (65, 4), (2, -1), (2, 100001)]:
+        with pytest.raises(ValueError, match="_pool_check expects"):
+            _crf_cpu._pool_check(*args)
+    with pytest.raises(ValueError, match="_pool_check expects"):
+        _crf_cpu._pool_check(2, 4, work_us=-1)
