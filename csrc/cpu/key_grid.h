@@ -29,7 +29,6 @@ class KeyGrid {
   // Number of cells of the grid for a box of n0 x n2 keys.
   static int64_t cells_for(int64_t n0, int64_t n2) { return n0 * (n2 / 3 + 1); }
 
-  void reserve(int64_t keys) { keys_.reserve((size_t)keys * 2); }
   int size() const { return (int)(keys_.size() / 2); }
   const int32_t* key(int i) const { return keys_.data() + (int64_t)i * 2; }
 
@@ -47,9 +46,8 @@ class KeyGrid {
     return s;
   }
 
-  // Index of `key`, or -1 (also for keys outside the box). slot_of / prefetch / find_at as KeyTable's (a box
-  // has fewer than 2^31 cells; kOutside stands for a key outside it).
-  int find(const int32_t* key) const { return find_at(key, slot_of(key)); }
+  // slot_of / prefetch / find_at as KeyTable's: find_at gives the index of `key`, or -1 (also for keys outside
+  // the box; a box has fewer than 2^31 cells, and kOutside stands for a key outside it).
   static constexpr uint32_t kOutside = 0xFFFFFFFFu;
   uint32_t slot_of(const int32_t* key) const {
     const int64_t c = cell(key);

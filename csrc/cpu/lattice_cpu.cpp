@@ -388,6 +388,12 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   lat.slice_scale = alpha;
   wvec<float>().swap(lat.pre);
   wvec<float>().swap(lat.post);
+  // A point's slice of the filtered ones (alpha not applied).
+  auto ones_of = [&](int64_t p) {
+    float s = 0.0f;
+    for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * vl[lat.offsets[p * d1 + r]];
+    return s;
+  };
   if (normalization == crf::NORMALIZE_SYMMETRIC) {
     ex.parallel_for(n, [&](int64_t b, int64_t e) {
       // The sums of a block, then their factors (square roots and divisions, 4 at a time where AVX2 is on: a
@@ -396,19 +402,14 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       float sums[kB], k[kB];
       for (int64_t p0 = b; p0 < e; p0 += kB) {
         const int64_t cnt = std::min(kB, e - p0);
-        float* w = lat.bary.data() + p0 * d1;
-        const int32_t* off = lat.offsets.data() + p0 * d1;
-        for (int64_t i = 0; i < cnt; ++i) {
-          float s = 0.0f;
-          for (int r = 0; r < d1; ++r) s += w[i * d1 + r] * vl[off[i * d1 + r]];
-          sums[i] = s;
-        }
+        for (int64_t i = 0; i < cnt; ++i) sums[i] = ones_of(p0 + i);
 #if defined(PYSEG_HAVE_AVX2_KERNELS)
         if (lattice_simd_enabled())
           symmetric_factors(sums, cnt, alpha, k);
         else
 #endif
           for (int64_t i = 0; i < cnt; ++i) k[i] = crf::symmetric_factor(sums[i], alpha);
+        float* w = lat.bary.data() + p0 * d1;
         for (int64_t i = 0; i < cnt; ++i)
           for (int r = 0; r < d1; ++r) w[i * d1 + r] *= k[i];
       }
@@ -422,9 +423,7 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   lat.post.resize(n);
   ex.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p) {
-      float s = 0.0f;
-      for (int r = 0; r < d1; ++r) s += lat.bary[p * d1 + r] * vl[lat.offsets[p * d1 + r]];
-      const double norm = (double)(s * alpha);
+      const double norm = (double)(ones_of(p) * alpha);
       float pre = 1.0f, post = alpha;
       if (normalization == crf::NORMALIZE_BEFORE) {
         pre = (float)(1.0 / (norm + 1e-20));
