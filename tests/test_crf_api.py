@@ -218,6 +218,41 @@ def test_huge_coordinates_are_a_clean_error():
         d.addPairwiseEnergy(feats, compat=1)
 
 
+
+@pytest.mark.slow
+def test_4096_square_image():
+    """Issue #2: a 4096x4096 image works (pydensecrf aborts on very large images): 16.8 M pixels, so n (d+1) is
+    1e8 offsets in the bilateral lattice and the vertex tables span many chunks. A noisy unary on an image
+    of two halves (a vertical edge, a vertical colour ramp) is cleaned to the halves, and the drop-in gives what
+    dense_crf gives. About 3 GB and 10 s here."""
+    h = w = 4096
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    right = xx >= w // 2
+    img = np.empty((h, w, 3), np.uint8)
+    img[..., 0] = np.where(right, 210, 40)
+    img[..., 1] = 90
+    img[..., 2] = yy * 255 // (h - 1)
+    del yy, xx
+    p_right = np.where(right, 0.62, 0.38) + rng.uniform(-0.2, 0.2, (h, w))  # a fifth lean the wrong way
+    pr = np.stack([1 - p_right, p_right]).astype(np.float32)
+    del p_right
+    assert 0.75 < (pr.argmax(0) == right).mean() < 0.85
+    params = CRFParams.preset("krahenbuhl")
+    out = dcrf.dense_crf(pr, img, params, iterations=2)
+    assert out.shape == (2, h, w) and out.dtype == np.float32
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
+    assert (out.argmax(0) == right).mean() > 0.999
+    d = dcrf.DenseCRF2D(w, h, 2)
+    d.setUnaryEnergy(cutils.unary_from_softmax(pr))
+    d.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
+    d.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb, rgbim=img,
+                           compat=params.bilateral_compat)
+    del img, pr
+    np.testing.assert_allclose(d.inference(2), out.reshape(2, -1), atol=2e-6)
+
+
 def test_torch_in_torch_out():
     torch = pytest.importorskip("torch")
     pr, img = probs(3, 14, 16), image(14, 16)
