@@ -210,40 +210,41 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       float* bo = lat.bary.data() + p * d1;
       for (int r = 0; r < d1; ++r) bo[r] = bary[r];
       int32_t* oo = lat.offsets.data() + p * d1;
-      if constexpr (kGrid) {
-        for (int r = 0; r < d1; ++r) {
-          crf::vertex_key<D>(d, rem0, rank, r, key);
-          oo[r] = tab.find_or_insert(key);
-        }
-        return;
-      }
       // The previous point's simplex (consecutive points often share one): then only the weights change.
       int diff = have_prev ? 0 : 1;
       for (int i = 0; i < d1; ++i) diff |= (rem0[i] ^ prev_rem0[i]) | (rank[i] ^ prev_rank[i]);
       if (diff != 0) {
-        // Direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex hashing.
-        // Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) use it;
-        // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
-        uint32_t rbits = 0, sh = 0;
-        if (D > 0) {
-          for (int i = 0; i < d1; ++i) {
-            rbits |= (uint32_t)rank[i] << (3 * i);
-            sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
-          }
-        }
-        SimplexSlot<D>* slot = scache.data() + (D > 0 ? ((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits) : 0);
-        int same = D > 0 && slot->rbits == rbits;
-        for (int i = 0; i < d1 && same; ++i) same = slot->rem0[i] == rem0[i];
-        if (same) {
-          for (int r = 0; r < d1; ++r) ids[r] = slot->ids[r];
-        } else {
+        if constexpr (kGrid) {  // a grid lookup is one array access: no simplex cache
           for (int r = 0; r < d1; ++r) {
             crf::vertex_key<D>(d, rem0, rank, r, key);
             ids[r] = tab.find_or_insert(key);
           }
+        } else {
+          // Direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex hashing.
+          // Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) use it;
+          // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
+          uint32_t rbits = 0, sh = 0;
           if (D > 0) {
-            slot->rbits = rbits;
-            for (int i = 0; i < d1; ++i) slot->rem0[i] = rem0[i], slot->ids[i] = ids[i];
+            for (int i = 0; i < d1; ++i) {
+              rbits |= (uint32_t)rank[i] << (3 * i);
+              sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
+            }
+          }
+          SimplexSlot<D>* slot =
+              scache.data() + (D > 0 ? ((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits) : 0);
+          int same = D > 0 && slot->rbits == rbits;
+          for (int i = 0; i < d1 && same; ++i) same = slot->rem0[i] == rem0[i];
+          if (same) {
+            for (int r = 0; r < d1; ++r) ids[r] = slot->ids[r];
+          } else {
+            for (int r = 0; r < d1; ++r) {
+              crf::vertex_key<D>(d, rem0, rank, r, key);
+              ids[r] = tab.find_or_insert(key);
+            }
+            if (D > 0) {
+              slot->rbits = rbits;
+              for (int i = 0; i < d1; ++i) slot->rem0[i] = rem0[i], slot->ids[i] = ids[i];
+            }
           }
         }
         for (int i = 0; i < d1; ++i) {
