@@ -44,6 +44,34 @@ void blur_rows_v(const Lattice& lat, int j, const float* __restrict src, float* 
 // pixels' instead of stalling the core.
 constexpr int kBlockPixels = 16;
 
+// A pixel's vertex rows (its offsets), for a compile-time D1 read two at a time (one 64-bit load per pair: the
+// update is bound by its load operations more than by the bytes it streams); for D1 = 0 (d + 1 at run time)
+// read where they are.
+template <int D1>
+struct PixelRows {
+  explicit PixelRows(const int32_t* __restrict p) {
+    if constexpr (D1 == 0) {
+      at = p;
+    } else {
+      for (int r = 0; r + 1 < D1; r += 2) {
+        uint64_t v;
+        std::memcpy(&v, p + r, sizeof(v));
+        o[r] = (uint32_t)v;
+        o[r + 1] = (uint32_t)(v >> 32);
+      }
+      if (D1 % 2) o[D1 - 1] = (uint32_t)p[D1 - 1];
+    }
+  }
+  size_t operator[](int r) const {
+    if constexpr (D1 == 0)
+      return (uint32_t)at[r];
+    else
+      return o[r];
+  }
+  uint32_t o[D1 > 0 ? D1 : 1];
+  const int32_t* at = nullptr;
+};
+
 // tb[i] = src[i] - C(slice of pixel p0 + i) for the kernel, i < nb (D1: vertices per pixel, 0 = run time);
 // src is tb itself or the unary rows (the first kernel reads them directly: no copy of a cold stream).
 template <int LP, int D1>
@@ -58,7 +86,8 @@ inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, const floa
   const crf::CompatView c = k.compat;
   for (int i = 0; i < nb; ++i, off += d1, w += d1) {
     R m = R::zero();
-    for (int r = 0; r < d1; ++r) m.fma_mem(w[r], vals + (int64_t)off[r] * LP);
+    const PixelRows<D1> o(off);
+    for (int r = 0; r < d1; ++r) m.fma_mem(w[r], vals + o[r] * LP);
     m.scale(post ? post[i] : lat.slice_scale);
     R t = R::load(src + i * LP);
     if (c.type == crf::COMPAT_POTTS) {
@@ -99,11 +128,13 @@ inline void energies_block_potts2(const UpdateKernel& ka, const UpdateKernel& kb
   const float ca = ka.compat.w * la.slice_scale, cb = kb.compat.w * lb.slice_scale;
   for (int i = 0; i < nb; ++i, offa += D1a, wa += D1a, offb += D1b, wb += D1b) {
     R ma = R::zero(), mb = R::zero();
+    const PixelRows<D1a> oa(offa);
+    const PixelRows<D1b> ob(offb);
     for (int r = 0; r < D1a; ++r) {
-      ma.fma_mem(wa[r], va + (int64_t)offa[r] * LP);
-      mb.fma_mem(wb[r], vb + (int64_t)offb[r] * LP);
+      ma.fma_mem(wa[r], va + oa[r] * LP);
+      mb.fma_mem(wb[r], vb + ob[r] * LP);
     }
-    for (int r = D1a; r < D1b; ++r) mb.fma_mem(wb[r], vb + (int64_t)offb[r] * LP);
+    for (int r = D1a; r < D1b; ++r) mb.fma_mem(wb[r], vb + ob[r] * LP);
     R t = R::load(src + i * LP);
     t.fma(ca, ma);
     t.fma(cb, mb);
@@ -125,8 +156,9 @@ inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* 
   float* __restrict acc = k.acc;
   for (int i = 0; i < nb; ++i, off += d1, w += d1) {
     const R s = pre ? R::load(tb + i * LP).scaled(pre[i]) : R::load(tb + i * LP);
+    const PixelRows<D1> o(off);
     for (int r = 0; r < d1; ++r) {
-      float* row = acc + (int64_t)off[r] * LP;
+      float* row = acc + o[r] * LP;
       R a = R::load(row);
       a.fma(w[r], s);
       a.store(row);
@@ -151,14 +183,16 @@ inline void splat_block2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t
   float* __restrict accb = kb.acc;
   for (int i = 0; i < nb; ++i, offa += D1a, wa += D1a, offb += D1b, wb += D1b) {
     const R q = R::load(tb + i * LP);
+    const PixelRows<D1a> oa(offa);
+    const PixelRows<D1b> ob(offb);
     for (int r = 0; r < D1b; ++r) {
       if (r < D1a) {
-        float* row = acca + (int64_t)offa[r] * LP;
+        float* row = acca + oa[r] * LP;
         R a = R::load(row);
         a.fma(wa[r], q);
         a.store(row);
       }
-      float* row = accb + (int64_t)offb[r] * LP;
+      float* row = accb + ob[r] * LP;
       R a = R::load(row);
       a.fma(wb[r], q);
       a.store(row);
