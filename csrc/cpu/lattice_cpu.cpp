@@ -308,7 +308,7 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     if constexpr (kGrid)
       return nchunks == 1 ? std::move(local[0]) : plan->all.grid();
     else
-      return nchunks == 1 ? std::move(local[0]) : KeyTable<D>(d, local[0].size() * 2);
+      return nchunks == 1 ? std::move(local[0]) : KeyTable<D>(d, std::min<int64_t>(rows, (int64_t)1 << 22));
   }();
   if (nchunks == 1) {
     for (int64_t k = 0; k < rows; ++k) lat.to_global[k] = (int32_t)k;
