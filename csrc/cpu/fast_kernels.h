@@ -44,8 +44,9 @@ void blur_rows_v(const Lattice& lat, int j, const float* __restrict src, float* 
 // pixels' instead of stalling the core.
 constexpr int kBlockPixels = 16;
 // The unary rows of the block kPrefetchPixels ahead are prefetched: a sequential stream, but the hardware's
-// prefetch fell behind among the slice's scattered loads (update -5% on 1 and 2 threads at 512x512; 32 and
-// 128 pixels ahead measured less; prefetching the weight and offset streams too, nothing).
+// prefetch can fall behind among the slice's scattered loads (update 3-8% faster on 2 threads in four of six
+// A/Bs at 512x512, unchanged in the calm minutes of the others; 32 and 128 pixels ahead measured less;
+// prefetching the weight and offset streams as well gave nothing more).
 constexpr int kPrefetchPixels = 64;
 
 // Prefetches the rows (of `width` elements) of pixels [p, p + kBlockPixels), as far as they are in [0, n).
