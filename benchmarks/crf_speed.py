@@ -17,7 +17,9 @@ is the peak RSS of a fresh process that runs only that implementation on that ca
 the same baseline). Images are natural (crf_examples / CamVid, resized); probabilities a softmax of
 smoothed random logits. Also reported: agreement with pydensecrf (argmax, max |dp|), and next to the
 speed-up of the medians that of the fastest repeats ("best/best"): drift on a shared machine only adds time,
-so the fastest repeats are closest to what each implementation does with the machine to itself.
+so the fastest repeats are closest to what each implementation does with the machine to itself. Under the
+table: the CPU time the hypervisor took from this machine during each case's timed repeats (steal, from
+/proc/stat): one cause of a slow run that the guest can see (the slower vCPU phases it cannot).
 """
 
 from __future__ import annotations
@@ -133,6 +135,17 @@ def peak_memory(size, n_labels, preset, impl, threads, iterations) -> float | No
     return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+def steal_ms() -> float | None:
+    """CPU time the hypervisor has taken from this machine's CPUs so far (the steal column of /proc/stat, all
+    CPUs), in ms; None where it cannot be read. A run whose steal grows is a run on CPUs that were not all there."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) * 1000.0 / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError):
+        return None
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -149,12 +162,16 @@ def bench_case(size, n_labels, preset, iterations, threads_list, repeats, refere
     for k in impls:  # warm-up (imports, first-touch memory)
         outs[k] = (run_pydensecrf(probs, img, preset, iterations) if k[0] == "pydensecrf"
                    else run_pyseg(probs, img, preset, iterations, k[1], k[2]))
+    steal0, wall0 = steal_ms(), time.perf_counter()
     for _ in range(repeats):
         for k in impls:
             for what, it in (("total", iterations), ("build", 0)):
                 fn = ((lambda it=it: run_pydensecrf(probs, img, preset, it)) if k[0] == "pydensecrf"
                       else (lambda it=it, t=k[1], c=k[2]: run_pyseg(probs, img, preset, it, t, c)))
                 times[k][what].append(timed(fn))
+    steal1 = steal_ms()
+    res["timed_s"] = time.perf_counter() - wall0
+    res["steal_ms"] = steal1 - steal0 if steal0 is not None and steal1 is not None else None
     for k in impls:
         tot, bld = statistics.median(times[k]["total"]), statistics.median(times[k]["build"])
         entry = {"total_ms": tot, "total_min_ms": min(times[k]["total"]), "build_ms": bld,
@@ -245,6 +262,13 @@ def main(argv=None) -> int:
                                not a.no_memory)
                 print_row(r)
                 results.append(r)
+    stolen = [f"{r['size']}² {r['labels']} {r['preset']}: {r['steal_ms']:.0f} ms of {r['timed_s']:.1f} s"
+              for r in results if r.get("steal_ms")]
+    if all(r.get("steal_ms") is None for r in results):
+        print("hypervisor steal: not available (/proc/stat)")
+    else:
+        print("hypervisor steal during the timed repeats (CPU time taken from this machine, all CPUs): "
+              + ("; ".join(stolen) if stolen else "none"))
     if a.json:
         tmp = a.json + ".tmp"
         with open(tmp, "w") as f:
