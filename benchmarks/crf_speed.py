@@ -141,7 +141,9 @@ def steal_ms() -> float | None:
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()
-        return int(fields[8]) * 1000.0 / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" and len(fields) > 8 else None
+        if fields[0] != "cpu" or len(fields) < 9:
+            return None
+        return int(fields[8]) * 1000.0 / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError):
         return None
 
