@@ -218,7 +218,6 @@ def test_huge_coordinates_are_a_clean_error():
         d.addPairwiseEnergy(feats, compat=1)
 
 
-
 @pytest.mark.slow
 def test_4096_square_image():
     """Issue #2: a 4096x4096 image works (pydensecrf aborts on very large images): 16.8 M pixels, so n (d+1) is
