@@ -32,6 +32,9 @@ struct Scratch {
 // One entry of the per-thread simplex cache: rem0 and the packed ranks (3 bits each; all ones = empty) of a
 // simplex and its d+1 vertex ids. Only for a compile-time dimension (D = 2, 3, 5: ranks 0..D fit in 3 bits).
 constexpr int kSimplexCacheBits = 11;
+// The merge's global hash table is sized for all local rows at once (an upper bound on m), up to this many: no
+// rehash while merging, and a sparse table for the neighbour lookups, about half of which find no vertex.
+constexpr int64_t kMergeTableKeys = int64_t(1) << 22;
 template <int D>
 struct SimplexSlot {
   static_assert(D <= 7, "ranks are packed in 3 bits each");
@@ -198,13 +201,44 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     const int64_t b = lat.chunk_begin[c], e = lat.chunk_begin[c + 1];
     Keys& tab = local[c];
     if constexpr (kGrid) tab = plan->chunk[c].grid();
-    std::vector<SimplexSlot<D>> scache(D > 0 && !kGrid ? (size_t(1) << kSimplexCacheBits) : 1);
+    std::vector<SimplexSlot<D>> scache(D > 0 && !kGrid ? (size_t(1) << kSimplexCacheBits) : 0);
     float f[Scratch<D>::kSize];
     int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], key[Scratch<D>::kSize];
     int prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize];
     for (int i = 0; i < Scratch<D>::kSize; ++i) prev_rem0[i] = prev_rank[i] = ids[i] = 0;
     float bary[Scratch<D>::kSize + 1];
     bool have_prev = false;
+    // ids <- the chunk's rows of the simplex's d+1 vertices, inserting the new ones.
+    auto insert_vertices = [&](const int* rem0, const int* rank) {
+      for (int r = 0; r < d1; ++r) {
+        crf::vertex_key<D>(d, rem0, rank, r, key);
+        ids[r] = tab.find_or_insert(key);
+      }
+    };
+    // The same through a direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex
+    // hashing. Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) have it;
+    // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
+    auto cached_vertices = [&](const int* rem0, const int* rank) {
+      if constexpr (D == 0) {
+        insert_vertices(rem0, rank);
+      } else {
+        uint32_t rbits = 0, sh = 0;
+        for (int i = 0; i < d1; ++i) {
+          rbits |= (uint32_t)rank[i] << (3 * i);
+          sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
+        }
+        SimplexSlot<D>& slot = scache[((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits)];
+        bool same = slot.rbits == rbits;
+        for (int i = 0; i < d1 && same; ++i) same = slot.rem0[i] == rem0[i];
+        if (same) {
+          for (int r = 0; r < d1; ++r) ids[r] = slot.ids[r];
+          return;
+        }
+        insert_vertices(rem0, rank);
+        slot.rbits = rbits;
+        for (int i = 0; i < d1; ++i) slot.rem0[i] = rem0[i], slot.ids[i] = ids[i];
+      }
+    };
     // Places point p (its lattice point computed) in the chunk's vertices.
     auto place = [&](int64_t p, const int* rem0, const int* rank, const float* bary) {
       float* bo = lat.bary.data() + p * d1;
@@ -214,39 +248,10 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       int diff = have_prev ? 0 : 1;
       for (int i = 0; i < d1; ++i) diff |= (rem0[i] ^ prev_rem0[i]) | (rank[i] ^ prev_rank[i]);
       if (diff != 0) {
-        if constexpr (kGrid) {  // a grid lookup is one array access: no simplex cache
-          for (int r = 0; r < d1; ++r) {
-            crf::vertex_key<D>(d, rem0, rank, r, key);
-            ids[r] = tab.find_or_insert(key);
-          }
-        } else {
-          // Direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex hashing.
-          // Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) use it;
-          // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
-          uint32_t rbits = 0, sh = 0;
-          if (D > 0) {
-            for (int i = 0; i < d1; ++i) {
-              rbits |= (uint32_t)rank[i] << (3 * i);
-              sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
-            }
-          }
-          SimplexSlot<D>* slot =
-              scache.data() + (D > 0 ? ((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits) : 0);
-          int same = D > 0 && slot->rbits == rbits;
-          for (int i = 0; i < d1 && same; ++i) same = slot->rem0[i] == rem0[i];
-          if (same) {
-            for (int r = 0; r < d1; ++r) ids[r] = slot->ids[r];
-          } else {
-            for (int r = 0; r < d1; ++r) {
-              crf::vertex_key<D>(d, rem0, rank, r, key);
-              ids[r] = tab.find_or_insert(key);
-            }
-            if (D > 0) {
-              slot->rbits = rbits;
-              for (int i = 0; i < d1; ++i) slot->rem0[i] = rem0[i], slot->ids[i] = ids[i];
-            }
-          }
-        }
+        if constexpr (kGrid)
+          insert_vertices(rem0, rank);  // a grid lookup is one array access: no simplex cache
+        else
+          cached_vertices(rem0, rank);
         for (int i = 0; i < d1; ++i) {
           prev_rem0[i] = rem0[i];
           prev_rank[i] = rank[i];
@@ -308,7 +313,7 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     if constexpr (kGrid)
       return nchunks == 1 ? std::move(local[0]) : plan->all.grid();
     else
-      return nchunks == 1 ? std::move(local[0]) : KeyTable<D>(d, std::min<int64_t>(rows, (int64_t)1 << 22));
+      return nchunks == 1 ? std::move(local[0]) : KeyTable<D>(d, std::min<int64_t>(rows, kMergeTableKeys));
   }();
   if (nchunks == 1) {
     for (int64_t k = 0; k < rows; ++k) lat.to_global[k] = (int32_t)k;
