@@ -1,8 +1,9 @@
 """Segmentation models by name: ``create_model(name, num_classes, **kwargs)``, ``list_models()``.
 
 Every model maps (B,3,H,W) float (normalised RGB) -> logits (B,num_classes,H,W) at the input size, is randomly
-initialised (nothing is downloaded), can load a local backbone state_dict (``pretrained_backbone=PATH``,
-torchvision key layout), checks its input size up front, and offers ``model.param_groups()`` /
+initialised unless ``pretrained_backbone`` names weights (``"imagenet"``: torchvision's ImageNet weights through
+its weights API and cache) or a local torchvision-layout state_dict file (see :mod:`pyseg.models.pretrained`),
+checks its input size up front, and offers ``model.param_groups()`` /
 :func:`split_params` -> (backbone params, head params).
 
 Models (input H, W accepted):

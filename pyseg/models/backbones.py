@@ -1,4 +1,4 @@
-"""Backbones built from torchvision building blocks (random init, never downloaded).
+"""Backbones built from torchvision building blocks (random init; weights come from :mod:`.pretrained`).
 
 - :class:`VGG16Features`: the 13 conv layers of VGG16 (optionally with batch norm) kept in torchvision's
   ``features`` layout, so a local torchvision ``vgg16``/``vgg16_bn`` state_dict loads by key.
@@ -6,20 +6,15 @@
   ``"largefov"`` (DeepLab: 3x3 pools, pool4/pool5 stride 1, conv5 dilation 2, output stride 8).
 - :class:`ResNetBackbone`: torchvision ResNet-18/50/101 without ``avgpool``/``fc``; layer3/layer4 can be
   dilated instead of strided (output stride 32, 16 or 8). Keys match torchvision's ``resnet*`` state_dict.
-- :func:`load_backbone_weights`: load a local state_dict file into a backbone with clear errors.
+
+Weights (ImageNet by name or a local file) are loaded by :mod:`pyseg.models.pretrained`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterable
-
 import torch
 import torchvision
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 # Channels of the five VGG16 stages (conv layers per stage: 2, 2, 3, 3, 3).
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -133,58 +128,3 @@ class ResNetBackbone(nn.Module):
         low = self.layer1(x)
         x = self.layer4(self.layer3(self.layer2(low)))
         return {"low": low, "out": x}
-
-
-# Keys a torchvision classification checkpoint carries that our backbones do not use.
-_IGNORED_PREFIXES = ("fc.", "classifier.", "avgpool.")
-
-
-def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> None:
-    """Load a local state_dict file (torchvision key layout) into ``backbone``.
-
-    Accepts a plain state_dict or a dict holding one under ``"state_dict"``/``"model"``; strips ``module.``
-    and ``backbone.`` prefixes. Keys of a classification head (``fc.``, ``classifier.``) are ignored. Raises
-    FileNotFoundError for a missing file and ValueError naming missing, unexpected or mis-shaped keys.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained_backbone file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"could not read pretrained_backbone file {path}: {e}") from e
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"pretrained_backbone file {path} does not hold a state_dict (a dict of tensors)")
-    cleaned = {}
-    for k, v in state.items():
-        for prefix in ("module.", "backbone."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        cleaned[k] = v
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in cleaned]
-    unexpected = [k for k in cleaned if k not in own and not k.startswith(_IGNORED_PREFIXES)]
-    shapes = [f"{k}: file {tuple(cleaned[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in cleaned and cleaned[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {_few(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {_few(unexpected)})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (e.g. {_few(shapes)})")
-        raise ValueError(
-            f"pretrained_backbone {path} does not fit {type(backbone).__name__}: " + "; ".join(parts)
-            + ". Expected a torchvision-layout state_dict of the same architecture."
-        )
-    backbone.load_state_dict({k: cleaned[k] for k in own}, strict=True)
-    log.info("loaded backbone weights from %s (%d tensors)", path, len(own))
-
-
-def _few(items: Iterable[str], n: int = 3) -> str:
-    items = list(items)
-    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")

@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import VGG16Features, load_backbone_weights
+from .backbones import VGG16Features
 from .common import SegmentationModel
+from .pretrained import load_backbone_weights, vgg_fc_to_conv
 
 # Decoder channels per stage, from stage 5 down to stage 1: the mirror of VGG16_STAGES.
 _DECODER = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64, 64))
@@ -34,7 +35,12 @@ class DeconvNet(SegmentationModel):
         num_classes: output channels.
         fc6_padding: 0 (paper: valid 7x7 fc6, needs H,W >= 224) or 3 ('same', any multiple of 32).
         fc_channels: width of fc6/fc7 (paper 4096); smaller values give a light model for demos.
-        pretrained_backbone: local torchvision ``vgg16_bn`` state_dict file for the 13 conv layers.
+        pretrained_backbone: ``"imagenet"`` (torchvision's ``vgg16_bn`` ImageNet weights, downloaded once into
+            torch's hub cache) or a local ``vgg16_bn`` state_dict file. The 13 conv layers (and their BN) load by
+            key; when the state has VGG16's classifier, fc6 (a (4096, 25088) linear layer over the 512x7x7 pool5
+            map) becomes the 7x7 conv fc6 by reshaping to (4096, 512, 7, 7), and fc7 the 1x1 conv fc7, as in the
+            paper; their BN layers and the decoder start from random weights. fc6/fc7 load only with
+            ``fc_channels=4096``.
     """
 
     size_multiple = 32
@@ -50,8 +56,6 @@ class DeconvNet(SegmentationModel):
         if fc6_padding == 0:
             self.size_hint = "create_model(..., fc6_padding=3) accepts any multiple of 32."
         self.backbone = VGG16Features("deconvnet", batch_norm=True)
-        if pretrained_backbone is not None:
-            load_backbone_weights(self.backbone, pretrained_backbone)
         fc = fc_channels
         self.fc = nn.Sequential(
             nn.Conv2d(512, fc, 7, padding=fc6_padding), nn.BatchNorm2d(fc), nn.ReLU(inplace=True),  # fc6
@@ -69,6 +73,10 @@ class DeconvNet(SegmentationModel):
             stages.append(nn.Sequential(*layers))
         self.decoder = nn.ModuleList(stages)
         self.score = nn.Conv2d(64, num_classes, 1)
+        if pretrained_backbone is not None:
+            loaded = load_backbone_weights(self.backbone, pretrained_backbone, "vgg16_bn")
+            if fc_channels == 4096:
+                vgg_fc_to_conv(loaded, self.fc[0], self.fc[3])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import ResNetBackbone, load_backbone_weights
+from .backbones import ResNetBackbone
 from .common import SegmentationModel, conv_bn_relu
+from .pretrained import load_backbone_weights
 
 
 class _ResNetSeg(SegmentationModel):
@@ -34,14 +35,15 @@ class _ResNetSeg(SegmentationModel):
     def _make_backbone(self, depth: int, output_stride: int, pretrained_backbone: str | None) -> None:
         self.backbone = ResNetBackbone(depth, output_stride)
         if pretrained_backbone is not None:
-            load_backbone_weights(self.backbone, pretrained_backbone)
+            load_backbone_weights(self.backbone, pretrained_backbone, f"resnet{depth}")
 
 
 class DeepLabV2ResNet(_ResNetSeg):
     """DeepLab v2 ASPP-L on a ResNet (paper: ResNet-101), output stride 8.
 
-    Args: num_classes; depth (101; 50/18 also accepted); rates (6, 12, 18, 24); pretrained_backbone (local
-    torchvision resnet state_dict).
+    Args: num_classes; depth (101; 50/18 also accepted); rates (6, 12, 18, 24); pretrained_backbone
+    (``"imagenet"``, ``"imagenet1k_v2"`` or a local torchvision resnet state_dict file; see
+    :mod:`pyseg.models.pretrained`).
     """
 
     def __init__(self, num_classes: int, depth: int = 101, rates: tuple[int, ...] = (6, 12, 18, 24),
@@ -100,7 +102,8 @@ class DeepLabV3(_ResNetSeg):
     """DeepLab v3 on a ResNet. (B,3,H,W) -> (B,num_classes,H,W).
 
     Args: num_classes; depth (18/50/101); output_stride 16 (default) or 8; aspp_channels (256);
-    pretrained_backbone (local torchvision resnet state_dict).
+    pretrained_backbone (``"imagenet"``, ``"imagenet1k_v2"``
+    or a local torchvision resnet state_dict file).
     """
 
     def __init__(self, num_classes: int, depth: int = 101, output_stride: int = 16, aspp_channels: int = 256,
@@ -121,7 +124,8 @@ class DeepLabV3Plus(_ResNetSeg):
     """DeepLab v3+ on a ResNet. (B,3,H,W) -> (B,num_classes,H,W); decoder at stride 4.
 
     Args: num_classes; depth (18/50/101); output_stride 16 (default) or 8; aspp_channels (256);
-    low_level_channels (48); decoder_channels (256); pretrained_backbone (local torchvision resnet state_dict).
+    low_level_channels (48); decoder_channels (256); pretrained_backbone (``"imagenet"``, ``"imagenet1k_v2"``
+    or a local torchvision resnet state_dict file).
     """
 
     def __init__(self, num_classes: int, depth: int = 101, output_stride: int = 16, aspp_channels: int = 256,

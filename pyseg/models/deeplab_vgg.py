@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import VGG16Features, load_backbone_weights
+from .backbones import VGG16Features
 from .common import SegmentationModel
+from .pretrained import load_backbone_weights, vgg_fc_to_conv
 
 
 def _fc_branch(num_classes: int, rate: int, channels: int = 1024, dropout: float = 0.5) -> nn.Sequential:
@@ -40,9 +41,11 @@ class _DeepLabVGG(SegmentationModel):
                  fc_channels: int = 1024, dropout: float = 0.5):
         super().__init__(num_classes)
         self.backbone = VGG16Features("largefov", batch_norm=batch_norm)
-        if pretrained_backbone is not None:
-            load_backbone_weights(self.backbone, pretrained_backbone)
         self.branches = nn.ModuleList(_fc_branch(num_classes, r, fc_channels, dropout) for r in self.rates)
+        if pretrained_backbone is not None:
+            loaded = load_backbone_weights(self.backbone, pretrained_backbone, "vgg16_bn" if batch_norm else "vgg16")
+            for branch in self.branches:  # v2's ASPP-L: every branch starts from the same fc6/fc7
+                vgg_fc_to_conv(loaded, branch[0], branch[3])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -57,14 +60,20 @@ class _DeepLabVGG(SegmentationModel):
 class DeepLabV1LargeFOV(_DeepLabVGG):
     """DeepLab v1 LargeFOV (VGG16). (B,3,H,W) -> logits (B,num_classes,H,W); features at stride 8.
 
-    Args: num_classes; batch_norm (VGG16-BN layout, default True); pretrained_backbone (local torchvision
-    ``vgg16``/``vgg16_bn`` state_dict matching ``batch_norm``); fc_channels (1024); dropout (0.5).
+    Args: num_classes; batch_norm (VGG16-BN layout, default True); pretrained_backbone (``"imagenet"``:
+    torchvision's ``vgg16_bn`` or ``vgg16`` ImageNet weights, matching ``batch_norm``, downloaded once into torch's
+    hub cache; or a local state_dict file of that layout); fc_channels (1024); dropout (0.5).
+
+    Pretrained fc6/fc7, converted as the paper did: VGG16's fc6 (4096 x 512x7x7) is decimated to a 3x3 kernel
+    (taps at rows/columns 0, 3, 6), applied with dilation 12, and to 1024 filters (every 4th); fc7 (4096 x 4096)
+    keeps every 4th row and column -> a 1x1 conv 1024 -> 1024. fc8 starts from random weights.
     """
 
     rates = (12,)
 
 
 class DeepLabV2VGG16(_DeepLabVGG):
-    """DeepLab v2 ASPP-L on VGG16: four branches at rates 6/12/18/24, summed. Shapes as DeepLab v1."""
+    """DeepLab v2 ASPP-L on VGG16: four branches at rates 6/12/18/24, summed. Shapes and arguments as DeepLab
+    v1; with pretrained weights every branch's fc6/fc7 starts from the same decimated VGG16 fc6/fc7."""
 
     rates = (6, 12, 18, 24)
