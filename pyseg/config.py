@@ -47,7 +47,8 @@ class DataConfig:
     eval_size: int | None = None  # validation resize side; None: image_size
     batch_size: int = 16
     val_batch_size: int | None = None  # None: batch_size
-    num_workers: int = 2
+    num_workers: int = 2  # DataLoader worker processes (kept alive across epochs)
+    cache: Literal["none", "ram"] = "none"  # ram: decode every image and mask once, before training starts
     ignore_index: int = 255
     train_transform: dict[str, Any] = field(default_factory=dict)  # kwargs of train_transform()
     eval_transform: dict[str, Any] = field(default_factory=dict)  # kwargs of eval_transform()
@@ -96,8 +97,9 @@ class TrainConfig:
     epochs: int = 20
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype on CUDA (fp16 uses a GradScaler)
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype (fp16 with a GradScaler; slow on a CPU)
     channels_last: bool = False
+    compile: bool = False  # torch.compile the model on CUDA (on a CPU: a logged fallback to eager mode)
     grad_clip: float | None = None  # max global grad norm
     accum_steps: int = 1  # gradient accumulation: optimizer step every N batches
     deterministic: bool = False  # torch.use_deterministic_algorithms(True) + seeded everything

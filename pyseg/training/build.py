@@ -1,4 +1,4 @@
-"""Build what a run needs from a Config: device, datasets, model, optimizer, data loaders.
+"""Build what a run needs from a Config: device, datasets, model, optimizer (loaders: :mod:`.loaders`).
 
 Small functions, each readable on its own; :func:`pyseg.training.engine.fit` calls them in order.
 """
@@ -55,12 +55,14 @@ def build_datasets(data: DataConfig):
     ``data.format == "coco"``, ``pyseg.data.MaskFolderSegmentation`` for ``"mask_folder"``."""
     from pyseg.data.transforms import eval_transform, train_transform
 
+    demo = "to try pyseg without data, make the synthetic demo data with 'pyseg-demo-data demo_data' and set " \
+           "data.root=demo_data"
     if not data.root:
         raise ValueError("config: data.root is not set; point it at the folder with the images and the json "
-                         "files, e.g. --set data.root=/path/to/data")
+                         f"files, e.g. --set data.root=/path/to/data ({demo})")
     root = Path(data.root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root {root} is not a folder")
+        raise FileNotFoundError(f"data.root {root} is not a folder ({demo.replace('demo_data', str(root))})")
     eval_size = data.eval_size or data.image_size
     train_tf = train_transform(data.image_size, **data.train_transform)
     eval_tf = eval_transform(eval_size, **data.eval_transform)
@@ -136,60 +138,3 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name!r}; expected adam, adamw or sgd")
-
-
-def _transforms_of(dataset):
-    """Albumentations-like transforms reachable from ``dataset`` (through Subset / ConcatDataset)."""
-    out = []
-    stack = [dataset]
-    while stack:
-        ds = stack.pop()
-        t = getattr(ds, "transform", None)
-        if callable(getattr(t, "set_random_state", None)) or callable(getattr(t, "set_random_seed", None)):
-            out.append(t)
-        if hasattr(ds, "dataset"):
-            stack.append(ds.dataset)
-        stack.extend(getattr(ds, "datasets", []))
-    return out
-
-
-def seed_transforms(dataset, seed: int) -> None:
-    """Re-seed the dataset's augmentation pipeline (albumentations keeps its own generators).
-
-    One shared stream for the whole Compose (``set_random_state``), not one equal seed per child transform
-    (``set_random_seed``), whose coin flips would be correlated.
-    """
-    for i, t in enumerate(_transforms_of(dataset)):
-        s = (int(seed) + 7919 * i) % 2**32
-        if callable(getattr(t, "set_random_state", None)):
-            t.set_random_state(np.random.default_rng(s), random.Random(s))
-        else:
-            t.set_random_seed(s)
-
-
-def _worker_init(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    seed = info.seed % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    seed_transforms(info.dataset, seed)
-
-
-def make_loader(dataset, batch_size: int, *, sampler, num_workers: int, seed: int, pin_memory: bool = False,
-                drop_last: bool = False) -> torch.utils.data.DataLoader:
-    """DataLoader whose worker seeds (and augmentation seeds) depend only on ``seed``.
-
-    With ``num_workers == 0`` the augmentation pipeline is re-seeded here, in the main process.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    if num_workers == 0:
-        seed_transforms(dataset, seed)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-        drop_last=drop_last, generator=gen, worker_init_fn=_worker_init if num_workers else None,
-        persistent_workers=False)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """A distinct, reproducible seed for each (run seed, epoch, rank)."""
-    return (seed * 1_000_003 + epoch * 1009 + rank) % 2**63

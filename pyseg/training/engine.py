@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from pyseg.config import Config
-from pyseg.training import build, distributed as D
-from pyseg.training.checkpoint import get_rng_state, load_checkpoint, set_rng_state, unwrap_model
+from pyseg.training import build, distributed as D, loaders
+from pyseg.training.checkpoint import get_rng_state, load_checkpoint, set_rng_state
 from pyseg.training.early_stopping import EarlyStopping
-from pyseg.training.metrics import SegMetrics, all_reduce_metrics
+from pyseg.training.metrics import DeviceSegMetrics, all_reduce_metrics
 from pyseg.training.run_files import RunFiles
 from pyseg.training.schedules import build_scheduler
 
@@ -50,6 +50,15 @@ def _progress(iterable, enabled: bool, desc: str, total: int):
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
 
+def _check_finite(loss_sum, epoch: int, first: int, last: int) -> None:
+    """Raise when the running loss went non-finite; checked every few batches (a check is a host sync)."""
+    value = float(loss_sum)
+    if not math.isfinite(value):
+        where = f"batch {last}" if first == last else f"batches {first}-{last}"
+        raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, {where}; lower the learning rate, enable "
+                                 "grad clipping or check the data")
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, *, device, num_classes: int, ignore_index: int = 255,
                     scaler=None, amp_dtype=None, accum_steps: int = 1, grad_clip: float | None = None,
                     channels_last: bool = False, max_batches: int | None = None, log_every: int = 20,
@@ -59,12 +68,15 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, num_classes:
     The loss is pixel-mean cross-entropy per batch, divided by ``accum_steps``; the optimizer steps every
     ``accum_steps`` batches and after the last one. Appends ``[epoch (1-based), step, lr_group0, lr_group1, ...]``
     (the LR used by that step) to ``lr_log``. Returns {"loss" (image-weighted mean over ranks), "miou",
-    "miou_per_image", "pixel_acc"} computed from the argmax of the training logits.
+    "miou_per_image", "pixel_acc"} computed from the argmax of the training logits. Loss and metrics stay on
+    the device; the host reads them every ``log_every`` batches (a non-finite loss raises FloatingPointError
+    naming those batches) and at the end.
     """
     model.train()
-    metrics = SegMetrics(num_classes, ignore_index)
+    metrics = DeviceSegMetrics(num_classes, ignore_index)
     n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
-    loss_sum, n_images = 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n_images, checked = 0, 0
     optimizer.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
     for i, batch in enumerate(_progress(loader, progress, f"train {epoch + 1}", n_batches)):
@@ -77,11 +89,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, num_classes:
             with _autocast(device, amp_dtype):
                 logits = model(image)
                 loss = F.cross_entropy(logits.float(), mask, ignore_index=ignore_index)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1}; lower the "
-                                         "learning rate, enable grad clipping or check the data")
             scaled = loss / accum_steps
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        loss_sum += loss.detach() * image.shape[0]
+        n_images += image.shape[0]
+        if (i + 1) % log_every == 0 or i + 1 == n_batches:
+            _check_finite(loss_sum, epoch, checked + 1, i + 1)
+            checked = i + 1
+            if not progress and (i + 1) % log_every == 0:
+                log.info("epoch %d [%d/%d] loss %.4f lr %.3g %.1f img/s", epoch + 1, i + 1, n_batches, loss.item(),
+                         optimizer.param_groups[-1]["lr"], n_images / (time.perf_counter() - t0))
         if do_step:
             if lr_log is not None:
                 lr_log.append([epoch + 1, len(lr_log)] + [g["lr"] for g in optimizer.param_groups])
@@ -96,14 +113,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, num_classes:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-        loss_sum += loss.item() * image.shape[0]
-        n_images += image.shape[0]
         metrics.update(mask, logits.detach().argmax(1))
-        if not progress and (i + 1) % log_every == 0:
-            log.info("epoch %d [%d/%d] loss %.4f lr %.3g %.1f img/s", epoch + 1, i + 1, n_batches, loss.item(),
-                     optimizer.param_groups[-1]["lr"], n_images / (time.perf_counter() - t0))
-    loss_sum, n_images = D.all_reduce_sum([loss_sum, n_images], device if D.is_dist() else "cpu")
-    out = all_reduce_metrics(metrics, device=device).compute()
+    loss_sum, n_images = D.all_reduce_sum([loss_sum.item(), n_images], device if D.is_dist() else "cpu")
+    out = all_reduce_metrics(metrics.to_seg_metrics(), device=device).compute()
     out.pop("iou_per_class")
     out["loss"] = loss_sum / max(n_images, 1)
     return out
@@ -118,8 +130,9 @@ def evaluate(model, loader, *, device, num_classes: int, ignore_index: int = 255
     "miou", "miou_per_image", "pixel_acc", "iou_per_class"}.
     """
     model.eval()
-    metrics = SegMetrics(num_classes, ignore_index)
-    loss_sum, n_pixels = 0.0, 0
+    metrics = DeviceSegMetrics(num_classes, ignore_index)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n_pixels = torch.zeros((), dtype=torch.int64, device=device)
     n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
     for i, batch in enumerate(_progress(loader, progress, "val", n_batches)):
         if i >= n_batches:
@@ -130,11 +143,11 @@ def evaluate(model, loader, *, device, num_classes: int, ignore_index: int = 255
         logits = logits.float()
         if logits.shape[-2:] != mask.shape[-2:]:
             logits = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
-        loss_sum += F.cross_entropy(logits, mask, ignore_index=ignore_index, reduction="sum").item()
-        n_pixels += int((mask != ignore_index).sum())
+        loss_sum += F.cross_entropy(logits, mask, ignore_index=ignore_index, reduction="sum")
+        n_pixels += (mask != ignore_index).sum()
         metrics.update(mask, logits.argmax(1))
-    loss_sum, n_pixels = D.all_reduce_sum([loss_sum, n_pixels], device if D.is_dist() else "cpu")
-    out = all_reduce_metrics(metrics, device=device).compute()
+    loss_sum, n_pixels = D.all_reduce_sum([loss_sum.item(), n_pixels.item()], device if D.is_dist() else "cpu")
+    out = all_reduce_metrics(metrics.to_seg_metrics(), device=device).compute()
     out["loss"] = loss_sum / n_pixels if n_pixels else float("nan")
     return out
 
@@ -143,14 +156,44 @@ def _amp_setup(amp: str, device: torch.device):
     """(autocast dtype or None, GradScaler or None) for ``train.amp`` on ``device``."""
     if amp == "none":
         return None, None
-    if device.type != "cuda":
-        if amp == "bf16":
-            return torch.bfloat16, None
-        log.warning("train.amp=fp16 needs CUDA; training in float32 on %s", device)
-        return None, None
     if amp == "bf16":
         return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
+    if device.type != "cuda":
+        log.warning("train.amp=fp16 on %s: float16 autocast with a GradScaler runs, but far slower than float32 "
+                    "there; use it on a CPU only to check a GPU config", device.type)
+    return torch.float16, torch.amp.GradScaler(device.type)
+
+
+def _compile(model, enabled: bool, device: torch.device):
+    """``torch.compile(model)`` on CUDA; elsewhere the model itself, with a warning (compiling for a CPU takes
+    minutes and a C++ toolchain, which a smoke run on a CPU should not need)."""
+    if not enabled:
+        return model
+    if device.type != "cuda":
+        log.warning("train.compile=true: torch.compile is used on CUDA only; training eagerly on %s", device.type)
+        return model
+    log.info("torch.compile: the first steps of training and of evaluation compile the model")
+    return torch.compile(model)
+
+
+def fit_warmup(cfg: Config, total_steps: int) -> None:
+    """Shorten a warm-up that would not end before the run does (e.g. ``--epochs 1`` as a smoke run) to half of
+    the run, with a warning; the config (and so config.yaml and the checkpoints) records the value used."""
+    warmup = cfg.schedule.warmup_steps
+    if warmup >= total_steps:
+        cfg.schedule.warmup_steps = total_steps // 2
+        log.warning("schedule.warmup_steps=%d is not shorter than the run (%d optimizer steps): using %d",
+                    warmup, total_steps, cfg.schedule.warmup_steps)
+
+
+def _fill_ram_caches(datasets, cache: str) -> None:
+    if cache != "ram":
+        return
+    from pyseg.data.ram_cache import fill_ram_cache
+
+    for ds in datasets:
+        if getattr(ds, "ram", None) is None:
+            fill_ram_cache(ds)
 
 
 def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None, progress: bool = False) -> dict:
@@ -174,8 +217,9 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
     model = D.maybe_sync_batchnorm(model, cfg.model.sync_bn, device.type).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ddp_model = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type ==
-                                                           "cuda" else None) if D.is_dist() else model)
+    net = _compile(model, cfg.train.compile, device)  # shares model's parameters; checkpoints use model
+    ddp_model = (torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type ==
+                                                           "cuda" else None) if D.is_dist() else net)
 
     train_sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
                                                         shuffle=True, seed=cfg.train.seed)
@@ -188,8 +232,15 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
     if n_batches == 0:
         raise ValueError(f"the training set of rank {info.rank} is empty ({len(train_set)} images)")
     steps_per_epoch = math.ceil(n_batches / cfg.train.accum_steps)
+    fit_warmup(cfg, steps_per_epoch * cfg.train.epochs)
+    _fill_ram_caches((train_set, val_set), cfg.data.cache)
+    pin = device.type == "cuda"
+    train_loader = loaders.make_loader(train_set, bs, sampler=train_sampler, num_workers=cfg.data.num_workers,
+                                       seed=cfg.train.seed, pin_memory=pin, drop_last=drop_last)
+    val_loader = loaders.make_loader(val_set, vbs, sampler=val_sampler, num_workers=cfg.data.num_workers,
+                                     seed=cfg.train.seed, pin_memory=pin, seeded=False)
 
-    optimizer = build.build_optimizer(ddp_model, cfg.optim)
+    optimizer = build.build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch * cfg.train.epochs)
     amp_dtype, scaler = _amp_setup(cfg.train.amp, device)
     stopper = EarlyStopping(cfg.early_stopping.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
@@ -201,7 +252,7 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
     start_epoch, best_miou, history, lr_log = 0, -math.inf, [], []
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
-        unwrap_model(ddp_model).load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler"):
@@ -226,20 +277,15 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
         if stopped_early:
             break
         t0 = time.perf_counter()
-        train_sampler.set_epoch(epoch)
-        seed = build.epoch_seed(cfg.train.seed, epoch, info.rank)
-        train_loader = build.make_loader(train_set, bs, sampler=train_sampler, num_workers=cfg.data.num_workers,
-                                         seed=seed, pin_memory=device.type == "cuda", drop_last=drop_last)
+        train_loader.sampler.set_epoch(epoch)
         train = train_one_epoch(ddp_model, train_loader, optimizer, scheduler, device=device,
                                 num_classes=num_classes, ignore_index=cfg.data.ignore_index, scaler=scaler,
                                 amp_dtype=amp_dtype, accum_steps=cfg.train.accum_steps,
                                 grad_clip=cfg.train.grad_clip, channels_last=cfg.train.channels_last,
                                 max_batches=n_batches, log_every=cfg.train.log_every,
                                 progress=progress and info.is_main, epoch=epoch, lr_log=lr_log)
-        val_loader = build.make_loader(val_set, vbs, sampler=val_sampler, num_workers=cfg.data.num_workers,
-                                       seed=seed, pin_memory=device.type == "cuda")
-        D.broadcast_buffers(unwrap_model(ddp_model))  # same BatchNorm statistics on every rank
-        val = evaluate(unwrap_model(ddp_model), val_loader, device=device, num_classes=num_classes,
+        D.broadcast_buffers(model)  # same BatchNorm statistics on every rank
+        val = evaluate(net, val_loader, device=device, num_classes=num_classes,
                        ignore_index=cfg.data.ignore_index, amp_dtype=amp_dtype,
                        channels_last=cfg.train.channels_last, max_batches=cfg.train.max_val_batches,
                        progress=progress and info.is_main)
@@ -262,7 +308,7 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
             torch.distributed.all_gather_object(gathered, rng)
             rng = gathered
         if info.is_main:
-            ckpt = dict(ckpt_base, model=unwrap_model(ddp_model).state_dict(), epoch=epoch + 1,
+            ckpt = dict(ckpt_base, model=model.state_dict(), epoch=epoch + 1,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                         scaler=scaler.state_dict() if scaler is not None else None, rng=rng,
                         metrics={"train": train, "val": val}, best_miou=best_miou,

@@ -133,3 +133,45 @@ def all_reduce_metrics(metrics: SegMetrics, device=None) -> SegMetrics:
     dist.all_gather_object(gathered, [float(v) for v in metrics.image_mious])
     out.merge_(cm.cpu().numpy(), [v for part in gathered for v in part])
     return out
+
+
+class DeviceSegMetrics:
+    """:class:`SegMetrics` accumulated on the tensors' device: no host copy or sync per batch.
+
+    ``update`` takes (B,H,W) integer tensors; ``to_seg_metrics()`` copies the (C, C) matrix and the per-image
+    mIoUs to the host once, as a :class:`SegMetrics` with the same numbers.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.cm = None
+        self.image_mious = []
+
+    def update(self, gt, pred) -> None:
+        import torch
+
+        if gt.shape != pred.shape:
+            raise ValueError(f"ground truth and prediction shapes differ: {tuple(gt.shape)} vs {tuple(pred.shape)}")
+        c = self.num_classes
+        gt, pred = gt.reshape(gt.shape[0], -1).long(), pred.reshape(pred.shape[0], -1).long()
+        keep = (gt >= 0) & (gt < c)
+        if self.ignore_index is not None:
+            keep &= gt != self.ignore_index
+        image = torch.arange(gt.shape[0], device=gt.device)[:, None].expand_as(gt)
+        flat = (image * (c * c) + c * gt + pred)[keep]
+        cms = torch.bincount(flat, minlength=gt.shape[0] * c * c).view(-1, c, c)
+        self.cm = cms.sum(0) if self.cm is None else self.cm + cms.sum(0)
+        tp = cms.diagonal(dim1=1, dim2=2).double()
+        union = cms.sum(1) + cms.sum(2) - tp
+        iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+        present = (union > 0).sum(1)
+        miou = torch.nansum(iou, 1) / present.clamp(min=1)
+        self.image_mious.append(miou[cms.sum((1, 2)) > 0])
+
+    def to_seg_metrics(self) -> SegMetrics:
+        out = SegMetrics(self.num_classes, self.ignore_index)
+        if self.cm is not None:
+            import torch
+
+            out.merge_(self.cm.cpu().numpy(), torch.cat(self.image_mious).cpu().tolist())
+        return out
