@@ -34,7 +34,7 @@ LINE = re.compile(r"^(?P<name>.+?)\s+(?P<ms>[0-9.]+) ms$")
 CHILD = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
-import pyseg.crf as crf  # before crf_speed, which puts the repository first on sys.path
+import pyseg.crf as crf  # the profiling build in argv[1], ahead of any installed pyseg
 assert crf.__file__.startswith(sys.argv[1]), crf.__file__
 sys.path.insert(1, sys.argv[2])
 import crf_speed as cs

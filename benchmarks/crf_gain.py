@@ -11,7 +11,7 @@ Two sources of probabilities:
 For each, mIoU (global confusion matrix and per image), pixel accuracy without the CRF and with each
 --presets CRF, and the CRF's time per image.
 
-    PYTHONPATH=. python benchmarks/crf_gain.py [--data /work/shared/data/camvid] [--max-images N]
+    python benchmarks/crf_gain.py [--data /work/shared/data/camvid] [--max-images N]
         [--presets krahenbuhl,deeplab] [--backend pyseg|pydensecrf] [--checkpoint CKPT] [--num-threads N]
 """
 
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # for ../shared/data; pyseg is the installed package
 
 from pyseg.crf.params import CRFParams  # noqa: E402
 from pyseg.training.metrics import SegMetrics  # noqa: E402

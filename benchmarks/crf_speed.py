@@ -36,8 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # for ../shared/data; pyseg is the installed package
 
 PRESETS = {  # gaussian sxy, compat; bilateral sxy, srgb, compat
     "krahenbuhl": (3.0, 3.0, 80.0, 13.0, 10.0),

@@ -21,13 +21,7 @@ export PYTHONUNBUFFERED=1
 if [ -z "${PYSEG_SHARED_DATA:-}" ] && [ -d "$ROOT/build/gpucheck/data/crf_examples" ]; then
   export PYSEG_SHARED_DATA=$ROOT/build/gpucheck/data
 fi
-SUMMARY=()
-FAILED=0
-record() {  # name, exit status
-  if [ "$2" -eq 0 ]; then SUMMARY+=("ok      $1"); else SUMMARY+=("FAILED  $1 (exit $2)"); FAILED=1; fi
-}
-step() { echo; echo "== $1   [$(date -u +%T), $(( $(date +%s) - T0 )) s]"; }
-T0=$(date +%s)
+source "$ROOT/benchmarks/check_lib.sh"
 
 step "environment"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1

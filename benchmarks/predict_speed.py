@@ -6,7 +6,7 @@ Runs ``pyseg.predict.predict_to_submission`` on a COCO json (default: the 150 im
 Without --checkpoint a randomly initialised --model is used (timing only: its predictions are junk).
 The machine may be shared: the repeats and the median are there to damp other load. Not a test.
 
-    PYTHONPATH=. python benchmarks/predict_speed.py [--checkpoint CKPT | --model deeplabv3_resnet18]
+    python benchmarks/predict_speed.py [--checkpoint CKPT | --model deeplabv3_resnet18]
         [--input-size 256] [--presets krahenbuhl] [--repeats 3] [--num-threads N] [--max-images N]
         [--overlap both|on|off|auto]
 """
@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # for ../shared/data; pyseg is the installed package
 
 
 def main(argv=None) -> int:

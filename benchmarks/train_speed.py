@@ -1,19 +1,27 @@
-"""Training throughput (images/s) of pyseg's deeplabv3_resnet50 vs torchvision's, in the same loop.
+"""Training throughput (images/s) of pyseg's DeepLab v3/v3+ (ResNet-50) vs torchvision's, and the data pipeline.
 
     python benchmarks/train_speed.py                          # CPU here: batch 4, 256x256, float32
     python benchmarks/train_speed.py --device cuda --amp bf16 --batch-size 32 --channels-last
+    python benchmarks/train_speed.py --loop ../shared/data/trashcan --workers 8 --cache ram   # + the data loader
 
 Each step: forward, pixel-mean cross-entropy, backward, Adam step (the step of pyseg.training.engine).
 Models are timed in interleaved rounds (A, B, C, A, B, C, ...) after warm-up steps, so drifting load on a
 shared machine hits them alike; the table gives the median and best round. torchvision's model runs at
 output stride 8 (dilated layer3 and layer4); pyseg's default is output stride 16, so it is also timed at 8.
 Nothing is downloaded: every model starts from random weights. Prints a table; not part of the tests.
+
+``--loop DATA_ROOT`` also times pyseg's own training loop (``pyseg.training.engine.train_one_epoch``, with
+``--loop-model``) fed by the real loader (``DATA_ROOT/train.json``, the training transform, ``--workers``
+persistent workers, pinned memory, ``--cache``) against the same loop fed by ready-made batches of the same
+shape (pinned host tensors, so the host-to-device copy is in both): their ratio is the data pipeline's
+efficiency. ``--json FILE`` writes every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import time
 
@@ -40,6 +48,7 @@ def build_models(num_classes: int) -> dict:
     return {
         "pyseg deeplabv3_resnet50 (OS16)": lambda: create_model("deeplabv3_resnet50", num_classes),
         "pyseg deeplabv3_resnet50 (OS8)": lambda: create_model("deeplabv3_resnet50", num_classes, output_stride=8),
+        "pyseg deeplabv3plus_resnet50 (OS16)": lambda: create_model("deeplabv3plus_resnet50", num_classes),
         "torchvision deeplabv3_resnet50 (OS8)": lambda: _TorchvisionOut(
             deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)),
     }
@@ -72,6 +81,74 @@ def make_step(model, device, amp_dtype, channels_last: bool):
     return step
 
 
+def _timed_epochs(run, rounds: int, device) -> list[float]:
+    out = []
+    for _ in range(rounds):
+        _sync(device)
+        t0 = time.perf_counter()
+        n = run()
+        _sync(device)
+        out.append(n / (time.perf_counter() - t0))
+    return out
+
+
+def loop_efficiency(args, device, amp_dtype, bs: int) -> dict:
+    """img/s of train_one_epoch fed by the real loader and by ready-made pinned batches (interleaved rounds)."""
+    from pyseg.config import Config, apply_overrides
+    from pyseg.models import create_model
+    from pyseg.training import engine, loaders
+    from pyseg.training.build import build_datasets
+
+    cfg = apply_overrides(Config(), [f"data.root={args.loop}", f"data.image_size={args.size}",
+                                     f"data.cache={args.cache}", "data.train_transform={hflip: 0.5, color: 0.0}"])
+    t0 = time.perf_counter()
+    train_set, _ = build_datasets(cfg.data)
+    if args.cache == "ram":
+        from pyseg.data.ram_cache import fill_ram_cache
+
+        fill_ram_cache(train_set)
+    setup_s = time.perf_counter() - t0
+    sampler = torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(0))
+    loader = loaders.make_loader(train_set, bs, sampler=sampler, num_workers=args.workers, seed=0,
+                                 pin_memory=device.type == "cuda", drop_last=True)
+    steps = min(args.loop_steps, len(loader))
+    nc = train_set.num_classes
+    g = torch.Generator().manual_seed(0)
+    fake = [{"image": torch.randn(bs, 3, args.size, args.size, generator=g),
+             "mask": torch.randint(0, nc, (bs, args.size, args.size), generator=g)} for _ in range(2)]
+    if device.type == "cuda":
+        fake = [{k: v.pin_memory() for k, v in b.items()} for b in fake]
+    synthetic = [fake[i % 2] for i in range(steps)]
+    model = create_model(args.loop_model, nc).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    epoch = [0]
+
+    def run(batches):
+        def go():
+            loader.sampler.set_epoch(epoch[0])
+            epoch[0] += 1
+            engine.train_one_epoch(model, batches, opt, sched, device=device, num_classes=nc, scaler=scaler,
+                                   amp_dtype=amp_dtype, channels_last=args.channels_last, max_batches=steps,
+                                   log_every=10**9)
+            return steps * bs
+        return go
+
+    real, syn = run(loader), run(synthetic)
+    real(), syn()  # warm-up: workers start, cudnn picks its algorithms
+    rates = {"real loader": [], "synthetic batches": []}
+    for _ in range(args.rounds):
+        rates["real loader"] += _timed_epochs(real, 1, device)
+        rates["synthetic batches"] += _timed_epochs(syn, 1, device)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    return {"model": args.loop_model, "images": len(train_set), "steps": steps, "workers": args.workers,
+            "cache": args.cache, "dataset_setup_s": setup_s, "img_s": med, "rounds": rates,
+            "efficiency": med["real loader"] / med["synthetic batches"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -86,6 +163,12 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--only", nargs="+", help="substrings of model labels to run")
+    p.add_argument("--loop", metavar="DATA_ROOT", help="also time pyseg's loop with the real loader of this data")
+    p.add_argument("--loop-model", default="deeplabv3plus_resnet50")
+    p.add_argument("--loop-steps", type=int, default=20, help="batches per timed round of the loop comparison")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the real loader")
+    p.add_argument("--cache", choices=["none", "ram"], default="ram", help="data.cache of the real loader")
+    p.add_argument("--json", help="write every figure here")
     args = p.parse_args(argv)
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -130,6 +213,24 @@ def main(argv=None) -> int:
     print(f"{'model':<{width}}  {'params (M)':>10}  {'median img/s':>12}  {'best img/s':>10}")
     for label, r in rates.items():
         print(f"{label:<{width}}  {params[label]:>10.1f}  {statistics.median(r):>12.2f}  {max(r):>10.2f}")
+    result = {"device": name, "torch": torch.__version__, "size": args.size, "batch": bs, "amp": amp,
+              "channels_last": args.channels_last, "models": {k: {"params_m": params[k], "img_s": statistics.median(r),
+                                                                   "best_img_s": max(r)} for k, r in rates.items()}}
+    tv = [k for k in rates if k.startswith("torchvision")]
+    if tv:
+        ref = statistics.median(rates[tv[0]])
+        print(f"ratio to {tv[0]} (median img/s): " + ", ".join(
+            f"{k}: {statistics.median(r) / ref:.2f}x" for k, r in rates.items() if k != tv[0]))
+    if args.loop:
+        loop = loop_efficiency(args, device, amp_dtype, bs)
+        result["loop"] = loop
+        print(f"pyseg training loop ({loop['model']}, {loop['steps']} batches a round, {loop['workers']} workers, "
+              f"cache {loop['cache']}): real loader {loop['img_s']['real loader']:.2f} img/s, synthetic batches "
+              f"{loop['img_s']['synthetic batches']:.2f} img/s: data pipeline efficiency {loop['efficiency']:.0%}")
+    if args.json:
+        from pyseg.fileio import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=1))
     return 0
 
 
