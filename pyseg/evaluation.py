@@ -22,25 +22,23 @@ from pyseg.training.metrics import SegMetrics
 log = logging.getLogger(__name__)
 
 
-def evaluate_predictions(predictions: Iterable, num_classes: int, ignore_index: int | None = 255,
-                         size: int | None = None) -> dict:
-    """Accumulate metrics over :class:`pyseg.predict.ImagePrediction` items that carry ground truth.
+def accumulate_predictions(predictions: Iterable, num_classes: int, ignore_index: int | None = 255,
+                           size: int | None = None) -> dict:
+    """The metric state of :class:`pyseg.predict.ImagePrediction` items that carry ground truth, before any
+    mean is taken: {"images": n, "no_crf": SegMetrics, "crf": SegMetrics or None}. States of disjoint parts
+    (e.g. one per rank, in dataset order) combine with :func:`summarize`.
 
     ``size``: None scores at each image's own resolution; an int first resizes ground truth and
     predictions to size x size with the submission's nearest-neighbour rule (as the leaderboard scored
     the 256 x 256 submissions).
-
-    Returns {"images": N, "no_crf": metrics, "crf": metrics or None}; each metrics dict has miou,
-    miou_per_image, pixel_acc, iou_per_class (list of C, nan = absent) and cm ((C, C) int64,
-    rows = ground truth).
     """
     plain = SegMetrics(num_classes, ignore_index)
     refined = None
     n = 0
     for r in predictions:
         if r.mask is None:
-            raise ValueError(f"image {r.image_id} has no ground truth; evaluation needs a labelled json "
-                             "(e.g. val.json), not test.json")
+            raise ValueError(f"image {r.image_id} has no ground truth; evaluation needs labelled data "
+                             "(e.g. val.json, or a label folder), not test images")
         gt, pred, pred_crf = r.mask, r.pred, r.pred_crf
         if size is not None:
             gt, pred = resize_nearest(gt, size), resize_nearest(pred, size)
@@ -50,12 +48,33 @@ def evaluate_predictions(predictions: Iterable, num_classes: int, ignore_index: 
             refined = refined or SegMetrics(num_classes, ignore_index)
             refined.update(gt, pred_crf)
         n += 1
+    return {"images": n, "no_crf": plain, "crf": refined}
+
+
+def summarize(states: Sequence[dict]) -> dict:
+    """Metrics of the union of :func:`accumulate_predictions` states (in order: per-image means then match one
+    pass over the same images). Returns {"images": N, "no_crf": metrics, "crf": metrics or None}; each metrics
+    dict has miou, miou_per_image, pixel_acc, iou_per_class (list of C, nan = absent) and cm ((C, C) int64,
+    rows = ground truth)."""
+    n = sum(s["images"] for s in states)
     if n == 0:
         raise ValueError("nothing to evaluate: the dataset is empty")
-    out = {"images": n, "no_crf": dict(plain.compute(), cm=plain.cm.copy()), "crf": None}
-    if refined is not None:
-        out["crf"] = dict(refined.compute(), cm=refined.cm.copy())
+    out = {"images": n, "no_crf": None, "crf": None}
+    for key in ("no_crf", "crf"):
+        parts = [s[key] for s in states if s[key] is not None]
+        if not parts:
+            continue
+        total = SegMetrics(parts[0].num_classes, parts[0].ignore_index)
+        for m in parts:
+            total.merge_(m.cm, m.image_mious)
+        out[key] = dict(total.compute(), cm=total.cm.copy())
     return out
+
+
+def evaluate_predictions(predictions: Iterable, num_classes: int, ignore_index: int | None = 255,
+                         size: int | None = None) -> dict:
+    """:func:`summarize` of one :func:`accumulate_predictions` pass (see both for the arguments and result)."""
+    return summarize([accumulate_predictions(predictions, num_classes, ignore_index, size)])
 
 
 def evaluate(model, dataset, *, crf=None, ignore_index: int | None = 255, size: int | None = None,

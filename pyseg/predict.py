@@ -290,9 +290,10 @@ def should_overlap(model_device, crf_threads: int | None) -> bool:
 
 def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = TTA(), crf=None,
                     crf_device: str = "auto", batch_size: int = 4, num_threads: int | None = None,
-                    num_workers: int = 0, keep_probs: bool = False, device=None,
+                    num_workers: int = 0, keep_probs: bool = False, device=None, indices: Sequence[int] | None = None,
                     limit: int | None = None, overlap: bool | str = "auto") -> Iterator[ImagePrediction]:
-    """Predict every item of ``dataset`` (items as pyseg.data datasets give without a transform).
+    """Predict every item of ``dataset`` (items as pyseg.data datasets give without a transform), or the items
+    at ``indices`` (e.g. one rank's shard), then at most ``limit`` of them.
 
     Yields :class:`ImagePrediction` in dataset order. ``crf``: None (off) or a CRFParams. When the
     CRF runs on CPU threads and ``overlap`` is on, the CRF of batch k runs in a worker thread while
@@ -310,6 +311,8 @@ def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = 
     model.eval()
     num_classes = getattr(dataset, "num_classes", None)
     crf_dev = resolve_crf_device(crf_device, device) if crf is not None else None
+    if indices is not None:
+        dataset = Subset(dataset, list(indices))
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -401,8 +404,8 @@ def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] |
                           **predict_kwargs) -> dict:
     """Run :func:`predict_dataset` and write the submission CSV (atomically, validated row by row).
 
-    ``image_ids``: the expected row order (the json's file names; every row is checked against it;
-    None reads them from the dataset, which loads every image once). Each row is the final class
+    ``image_ids``: the expected row order (the json's file names, or those of ``indices`` when given; every
+    row is checked against it; None: ``dataset.image_ids()``, else read from the items). Each row is the final class
     map (after the CRF when on) resized to ``size`` x ``size`` with
     :func:`pyseg.submission.resize_nearest`. ``save_probs``: a directory for the probabilities
     (format in :mod:`pyseg.probs_io`); ``vis_dir``: PNG overlays (:mod:`pyseg.vis`).
@@ -413,7 +416,12 @@ def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] |
     from pyseg import submission
 
     if image_ids is None:
-        image_ids = [str(dataset[i]["image_id"]) for i in range(len(dataset))]
+        if callable(getattr(dataset, "image_ids", None)):
+            image_ids = dataset.image_ids()
+        else:
+            image_ids = [str(dataset[i]["image_id"]) for i in range(len(dataset))]
+        if predict_kwargs.get("indices") is not None:
+            image_ids = [image_ids[i] for i in predict_kwargs["indices"]]
     num_classes = getattr(dataset, "num_classes", None)
     t0 = time.perf_counter()
     writer = submission.SubmissionWriter(out_csv, image_ids, size, num_classes)
@@ -426,7 +434,7 @@ def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] |
         keep = probs_writer is not None
         n = 0
         results = predict_dataset(model, dataset, keep_probs=keep, **predict_kwargs)
-        for r in with_progress(results, len(dataset), progress):
+        for r in with_progress(results, len(image_ids), progress):
             writer.write(r.image_id, submission.resize_nearest(r.final, size))
             if probs_writer is not None:
                 probs_writer.write(r.image_id, r.id, submission.resize_nearest(r.probs, size), *r.image.shape[:2])

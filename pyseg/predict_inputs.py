@@ -93,3 +93,32 @@ def open_dataset(root, ann_file, ckpt: dict | None = None):
         return CocoSegmentation(str(root), str(ann_file), **kwargs)
     except (KeyError, TypeError, FileNotFoundError) as e:
         raise ValueError(f"{ann_file} could not be read as a COCO segmentation json: {e}") from None
+
+
+def _under(root, folder) -> Path:
+    p = Path(folder)
+    return p if p.is_absolute() or root is None else Path(root) / p
+
+
+def open_mask_folder(root, images, masks=None, ckpt: dict | None = None):
+    """A ``pyseg.data.MaskFolderSegmentation`` (CamVid layout) without a transform: ``images`` and ``masks``
+    (label PNGs; None for unlabelled images) relative to ``root`` unless absolute. The classes, their void
+    labels and ``ignore_index`` come from the checkpoint's training config (data.classes, else its class
+    names), as pyseg-train read the labels."""
+    from pyseg.data import MaskFolderSegmentation
+
+    ckpt = ckpt or {}
+    data_cfg = (ckpt.get("config") or {}).get("data") or {}
+    classes = data_cfg.get("classes") or ckpt.get("class_names")
+    if not classes:
+        raise ValueError("mask-folder data carries no class names and the checkpoint names none (its config has "
+                         "no data.classes); use a checkpoint written by pyseg-train")
+    image_dir, mask_dir = _under(root, images), (_under(root, masks) if masks is not None else None)
+    for what, d in (("images", image_dir), ("masks", mask_dir)):
+        if d is not None and not d.is_dir():
+            raise ValueError(f"{what} folder {d} does not exist")
+    try:
+        return MaskFolderSegmentation(image_dir, mask_dir, classes=classes,
+                                      ignore_index=int(data_cfg.get("ignore_index", 255)))
+    except (TypeError, FileNotFoundError) as e:
+        raise ValueError(f"mask-folder data {image_dir}: {e}") from None

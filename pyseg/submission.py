@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from pyseg.fileio import atomic_write_bytes as _atomic_write_bytes
-from pyseg.fileio import commit_temp, open_temp_beside
+from pyseg.fileio import commit_temp, discard_temp, open_temp_beside
 
 HEADER = ("image_id", "PredictionString")
 _MAX_TOKEN_DIGITS = 9
@@ -270,6 +270,25 @@ def write_submission(path, image_ids: Sequence[str], label_maps, size: int = 256
     a = np.asarray(label_maps)
     with SubmissionWriter(path, image_ids, size, num_classes) as w:
         w.write_batch(list(image_ids), a)
+    return Path(path)
+
+
+def join_submissions(parts: Sequence, path) -> Path:
+    """Write ``path`` (atomically) as the rows of ``parts`` (submission CSVs, e.g. one per rank) in order, under
+    one header. The parts are read as written; check the result with :func:`validate_submission`."""
+    if not parts:
+        raise ValueError("no submission parts to join")
+    f, tmp = _open_temp_beside(Path(path))
+    try:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(HEADER)
+        for part in parts:
+            for row in iter_submission(part):
+                w.writerow(row)
+        commit_temp(f, tmp, path)
+    except BaseException:
+        discard_temp(f, tmp)
+        raise
     return Path(path)
 
 

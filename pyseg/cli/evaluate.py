@@ -1,7 +1,11 @@
 """pyseg-evaluate: mIoU (global and per image), per-class IoU and pixel accuracy, without and with the CRF.
 
-    pyseg-evaluate --checkpoint CKPT --data-root ROOT --ann val.json [--crf PRESET|PARAMS.json|off]
-                   [--tta flip[,scales]] [--plot cm.png] [--json metrics.json] [--vis DIR] ...
+    pyseg-evaluate --checkpoint CKPT --data-root ROOT (--ann val.json | --images val --masks valannot)
+                   [--crf PRESET|PARAMS.json|off] [--tta flip[,scales]] [--plot cm.png] [--json metrics.json]
+                   [--vis DIR] ...
+
+Under ``torchrun --nproc_per_node N -m pyseg.cli.evaluate ...`` each rank evaluates a contiguous block of the
+images and rank 0 reports the metrics of all of them (the same numbers as one process).
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
-from pyseg.cli.predict import add_model_args, fail, load_everything, setup
+from pyseg.cli.common import add_model_args, errors_of_all_ranks, fail, load_everything, setup, start_ranks
 
 PROG = "pyseg-evaluate"
 
@@ -27,9 +32,46 @@ def _jsonable(res: dict) -> dict:
     return out
 
 
+def _evaluate(args, info) -> tuple[dict, object, object, str]:
+    """(this rank's metric state, checkpoint, dataset, data name) over its block of the images."""
+    from pyseg import evaluation as E
+    from pyseg.predict import predict_dataset, with_progress
+    from pyseg.training.distributed import shard_range
+
+    model, ckpt, ds, name, kwargs = load_everything(args, info.local_rank)
+    if not getattr(ds, "has_masks", True):
+        raise ValueError(f"{name} has no annotations; evaluation needs labelled data (val.json, or --images "
+                         "with --masks)")
+    if args.size is not None and args.size < 1:
+        raise ValueError(f"--size must be >= 1, got {args.size}")
+    ignore = args.ignore_index
+    if ignore is None:
+        ignore = ((ckpt.get("config") or {}).get("data") or {}).get("ignore_index", 255)
+    n = len(ds) if args.limit is None else min(args.limit, len(ds))
+    kwargs["limit"] = None
+    block = shard_range(n, info.rank, info.world_size)
+    if info.is_main:
+        print(f"{PROG}: {n} images of {name}, model {ckpt.get('model_name')}, input "
+              f"{kwargs['input_size'] or 'native'}, CRF {args.crf}"
+              + (f", {info.world_size} ranks" if info.enabled else ""), file=sys.stderr)
+    preds = predict_dataset(model, ds, indices=block, **kwargs)
+    if args.vis:
+        from pyseg.vis import save_overlay
+
+        def _vis(it):
+            for r in it:
+                save_overlay(args.vis, r, ds.palette)
+                yield r
+        preds = _vis(preds)
+    progress = info.is_main and sys.stderr.isatty()
+    state = E.accumulate_predictions(with_progress(preds, len(block), progress, "evaluate"), ds.num_classes,
+                                     ignore, args.size)
+    return state, ckpt, ds, name
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description="Evaluate a checkpoint on a labelled COCO json, "
-                                                       "without and with the dense CRF.")
+    p = argparse.ArgumentParser(prog=PROG, description="Evaluate a checkpoint on labelled data (a COCO json, or "
+                                                       "image and label folders), without and with the dense CRF.")
     add_model_args(p, crf_default="krahenbuhl")
     p.add_argument("--ignore-index", type=int, default=None,
                    help="ground-truth label left out of the metrics (default: the training config's, else 255)")
@@ -39,50 +81,42 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, metavar="FILE", help="write all metrics as JSON")
     p.add_argument("--vis", default=None, metavar="DIR", help="write PNG overlays here")
     args = p.parse_args(argv)
+    from pyseg import evaluation as E
+    from pyseg.submission import atomic_write_bytes
+    from pyseg.training import distributed as D
+
+    info, error, state, res = None, None, None, None
+    t0 = time.perf_counter()
     try:
         setup(args)
-        from pyseg import evaluation as E
-        from pyseg.predict import predict_dataset, with_progress
-        from pyseg.submission import atomic_write_bytes
-
-        model, ckpt, ds, ann, kwargs = load_everything(args)
-        if not getattr(ds, "has_masks", True):
-            raise ValueError(f"{ann} has no annotations; evaluation needs a labelled json such as val.json")
-        ignore = args.ignore_index
-        if ignore is None:
-            ignore = ((ckpt.get("config") or {}).get("data") or {}).get("ignore_index", 255)
-        print(f"{PROG}: {len(ds) if args.limit is None else min(args.limit, len(ds))} images of {ann}, model "
-              f"{ckpt.get('model_name')}, input {kwargs['input_size'] or 'native'}, CRF {args.crf}", file=sys.stderr)
-        import time
-
-        t0 = time.perf_counter()
-        preds = predict_dataset(model, ds, **kwargs)
-        if args.vis:
-            from pyseg.vis import save_overlay
-
-            def _vis(it):
-                for r in it:
-                    save_overlay(args.vis, r, ds.palette)
-                    yield r
-            preds = _vis(preds)
-        n = len(ds) if args.limit is None else min(args.limit, len(ds))
-        if args.size is not None and args.size < 1:
-            raise ValueError(f"--size must be >= 1, got {args.size}")
-        res = E.evaluate_predictions(with_progress(preds, n, sys.stderr.isatty(), "evaluate"), ds.num_classes,
-                                     ignore, args.size)
+        info = start_ranks(args.device)
+        state, ckpt, ds, name = _evaluate(args, info)
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        error = str(e)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    try:
+        errors = errors_of_all_ranks(error) if info is not None else [error]
+        states = D.gather_objects(state) if info is not None and not errors else []
+        if info is not None and info.enabled:
+            D.barrier()  # all ranks leave the group together
+            D.cleanup_distributed()
+        if errors:
+            return fail(PROG, "; ".join(errors)) if info is None or info.is_main else 2
+        if not info.is_main:
+            return 0
+        res = E.summarize(states)  # blocks in rank order: the images in dataset order
         res["seconds"] = time.perf_counter() - t0
         if args.plot:
             which = res["crf"] or res["no_crf"]
             E.plot_confusion_matrix(which["cm"], args.plot, ds.class_names,
-                                    title=f"{ckpt.get('model_name')} on {ann.name}"
+                                    title=f"{ckpt.get('model_name')} on {name.name}"
                                           f"{' + CRF ' + args.crf if res['crf'] else ''} (rows: ground truth)")
         if args.json:
             atomic_write_bytes(args.json, json.dumps(_jsonable(res), indent=1).encode())
     except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         return fail(PROG, e)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
     print(E.format_report(res, ds.class_names))
     print(f"time: {res['seconds']:.1f} s for {res['images']} images")
     if args.plot:

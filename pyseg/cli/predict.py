@@ -1,104 +1,27 @@
 """pyseg-predict: a competition submission CSV from a checkpoint, with optional TTA and dense CRF.
 
-    pyseg-predict --checkpoint CKPT --data-root ROOT --ann test.json --out submission.csv
+    pyseg-predict --checkpoint CKPT --data-root ROOT (--ann test.json | --images DIR) --out submission.csv
                   [--crf PRESET|PARAMS.json|off] [--crf-device auto|cpu|cuda] [--tta flip[,scales]]
                   [--size 256] [--input-size S] [--batch-size N] [--save-probs DIR] [--vis DIR]
                   [--num-threads N] [--device auto|cpu|cuda]
     pyseg-predict --ensemble DIR [DIR ...] [--weights W ...] --ann test.json --out submission.csv
 
-The second form averages the probabilities saved by earlier ``--save-probs`` runs.
+The second form averages the probabilities saved by earlier ``--save-probs`` runs. Under
+``torchrun --nproc_per_node N -m pyseg.cli.predict ...`` each rank predicts a contiguous block of the images
+and rank 0 joins the blocks into the one CSV (the same rows, in the same order, as one process).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 import time
+from pathlib import Path
+
+from pyseg.cli.common import add_model_args, errors_of_all_ranks, fail, load_everything, setup, start_ranks
 
 PROG = "pyseg-predict"
-
-
-def add_model_args(p: argparse.ArgumentParser, crf_default: str) -> None:
-    """Arguments shared by pyseg-predict, pyseg-evaluate and pyseg-tune-crf."""
-    p.add_argument("--checkpoint", help="checkpoint written by pyseg-train (best.pt / last.pt)")
-    p.add_argument("--data-root", help="folder the json's file_name paths are relative to")
-    p.add_argument("--ann", help="COCO json listing the images (relative to --data-root or a path)")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="side the images are resized to for the model (default: the training config's "
-                        "eval size; 0 = each image's own size)")
-    p.add_argument("--tta", default=None, help="test-time augmentation: 'flip', scales like '0.75,1,1.25', or both")
-    p.add_argument("--crf", default=crf_default,
-                   help=f"dense CRF: off, a preset (krahenbuhl, deeplab) or a JSON of parameters from "
-                        f"pyseg-tune-crf --out (default {crf_default})")
-    p.add_argument("--crf-device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where the CRF runs (auto: the GPU when the model is on one and CUDA is built)")
-    p.add_argument("--crf-overlap", default="auto", choices=["auto", "on", "off"],
-                   help="run the CPU CRF in a worker thread beside the forward pass (auto: when the model is on "
-                        "a GPU, or torch's and the CRF's threads together fit the cores, e.g. --num-threads 1 on 2)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--num-threads", type=int, default=None,
-                   help="CPU threads for torch and the CRF (default: torch's and the CRF's own defaults)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
-    p.add_argument("--device", default="auto", help="model device: auto, cpu, cuda or cuda:N")
-    p.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)  # first N images (debugging)
-    p.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
-
-
-def setup(args) -> None:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if args.num_threads is not None:
-        if args.num_threads < 1:
-            raise ValueError(f"--num-threads must be >= 1, got {args.num_threads}")
-        import torch
-
-        torch.set_num_threads(args.num_threads)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda needs a CUDA GPU, and none is available")
-    return dev
-
-
-def load_everything(args, need: tuple[str, ...] = ("checkpoint", "data_root", "ann")):
-    """(model, ckpt, dataset, predict kwargs) after every check that can fail on user input."""
-    from pyseg import predict as P
-
-    missing = [f"--{n.replace('_', '-')}" for n in need if getattr(args, n) is None]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
-    device = resolve_device(args.device)
-    model, ckpt = P.load_checkpoint(args.checkpoint, device)
-    ann = P.resolve_ann(args.data_root, args.ann)
-    ds = P.open_dataset(args.data_root, ann, ckpt)
-    P.check_classes(ckpt, ds.num_classes, ds.class_names, str(args.ann))
-    if args.input_size is not None and args.input_size < 0:
-        raise ValueError(f"--input-size must be >= 0, got {args.input_size}")
-    input_size = (args.input_size or None) if args.input_size is not None else P.input_size_from_checkpoint(ckpt)
-    kwargs = dict(input_size=input_size, tta=P.parse_tta(args.tta), crf=P.resolve_crf(args.crf),
-                  crf_device=args.crf_device, batch_size=args.batch_size, num_threads=args.num_threads,
-                  num_workers=args.num_workers, device=device, limit=args.limit,
-                  overlap={"auto": "auto", "on": True, "off": False}[args.crf_overlap])
-    if kwargs["crf"] is not None:
-        P.resolve_crf_device(args.crf_device, device)  # fail now, not after the first batch
-    return model, ckpt, ds, ann, kwargs
-
-
-def fail(prog: str, e: BaseException) -> int:
-    print(f"{prog}: error: {e}", file=sys.stderr)
-    return 2
 
 
 def _ensemble(args) -> int:
@@ -113,6 +36,41 @@ def _ensemble(args) -> int:
     return 0
 
 
+def _predict(args, info) -> dict | None:
+    """This rank's block of the submission (the whole of it in one process); None when the block is empty."""
+    from pyseg import predict as P
+    from pyseg.training.distributed import shard_range
+
+    model, ckpt, ds, name, kwargs = load_everything(args, info.local_rank)
+    ids = ds.image_ids()
+    if args.limit is not None:
+        ids = ids[: args.limit]
+    kwargs["limit"] = None
+    block = shard_range(len(ids), info.rank, info.world_size)
+    crf = kwargs["crf"]
+    if info.is_main:
+        print(f"{PROG}: {len(ids)} images of {name}, model {ckpt.get('model_name')} ({ds.num_classes} classes), "
+              f"input {kwargs['input_size'] or 'native'}, TTA {kwargs['tta'].num_views} view(s), CRF {args.crf}"
+              + (f", {info.world_size} ranks" if info.enabled else ""), file=sys.stderr)
+    if not len(block):
+        print(f"{PROG}: rank {info.rank} has no images ({len(ids)} images over {info.world_size} ranks)",
+              file=sys.stderr)
+        return None
+    meta = {"checkpoint": str(args.checkpoint), "model_name": ckpt.get("model_name"),
+            "crf": crf.to_dict() if crf is not None else None, "tta": args.tta, "input_size": kwargs["input_size"]}
+    out = _part_path(args.out, info.rank) if info.enabled else args.out
+    info_ = P.predict_to_submission(model, ds, out, image_ids=ids[block.start:block.stop], indices=block,
+                                    size=args.size, save_probs=args.save_probs, vis_dir=args.vis,
+                                    palette=ds.palette, class_names=ds.class_names, meta=meta,
+                                    progress=info.is_main and sys.stderr.isatty(), **kwargs)
+    return dict(info_, ids=ids, num_classes=ds.num_classes)
+
+
+def _part_path(out, rank: int) -> str:
+    head, tail = os.path.split(out)
+    return os.path.join(head, f".{tail}.rank{rank}.part")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description="Write a competition submission CSV from a checkpoint.")
     add_model_args(p, crf_default="off")
@@ -125,39 +83,59 @@ def main(argv=None) -> int:
                    help="average the probabilities of these --save-probs directories instead of running a model")
     p.add_argument("--weights", nargs="+", type=float, default=None, help="one weight per --ensemble directory")
     args = p.parse_args(argv)
+    from pyseg import submission as S
+    from pyseg.training.distributed import broadcast_object, cleanup_distributed, gather_objects
+
+    info, error, res = None, None, None
     try:
         setup(args)
         if args.size < 1:
             raise ValueError(f"--size must be >= 1, got {args.size}")
+        info = start_ranks(args.device)
         if args.ensemble:
+            if info.enabled:
+                raise ValueError("--ensemble averages saved files in one process; run it without torchrun")
             return _ensemble(args)
-        from pyseg import predict as P
-        from pyseg import submission as S
-
-        model, ckpt, ds, ann, kwargs = load_everything(args)
-        ids = S.image_ids_from_json(ann)
-        if args.limit is not None:
-            ids = ids[: args.limit]
-        crf = kwargs["crf"]
-        meta = {"checkpoint": str(args.checkpoint), "model_name": ckpt.get("model_name"),
-                "crf": crf.to_dict() if crf is not None else None, "tta": args.tta,
-                "input_size": kwargs["input_size"]}
-        print(f"{PROG}: {len(ids)} images of {ann}, model {ckpt.get('model_name')} ({ds.num_classes} classes), "
-              f"input {kwargs['input_size'] or 'native'}, TTA {kwargs['tta'].num_views} view(s), "
-              f"CRF {args.crf}", file=sys.stderr)
-        info = P.predict_to_submission(model, ds, args.out, image_ids=ids, size=args.size,
-                                       save_probs=args.save_probs, vis_dir=args.vis, palette=ds.palette,
-                                       class_names=ds.class_names, meta=meta, progress=sys.stderr.isatty(),
-                                       **kwargs)
-        summary = S.validate_submission(args.out, ids, size=args.size, num_classes=ds.num_classes)
+        if args.save_probs and info.enabled:
+            raise ValueError("--save-probs writes one folder from one process; run it without torchrun")
+        res = _predict(args, info)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        return fail(PROG, e)
+        error = str(e)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no submission written", file=sys.stderr)
         return 130
+    if info is None or not info.enabled:
+        if error is not None:
+            return fail(PROG, error)
+        return _report(args, res, S.validate_submission(args.out, res["ids"], size=args.size,
+                                                        num_classes=res["num_classes"]))
+    try:  # torchrun: every rank reaches this point; rank 0 joins the blocks, or nothing is written
+        errors = errors_of_all_ranks(error)
+        seconds = max(gather_objects(res["seconds"] if res else 0.0))
+        summary = None
+        if info.is_main and not errors:
+            try:
+                S.join_submissions([_part_path(args.out, r) for r in range(info.world_size)
+                                    if os.path.exists(_part_path(args.out, r))], args.out)
+                summary = S.validate_submission(args.out, res["ids"], size=args.size,
+                                                num_classes=res["num_classes"])
+            except ValueError as e:
+                errors = [str(e)]
+        if info.is_main:  # every rank has written its block (or failed) by now
+            for r in range(info.world_size):
+                Path(_part_path(args.out, r)).unlink(missing_ok=True)
+        errors = broadcast_object(errors)  # every rank waits for rank 0, then all leave together
+    finally:
+        cleanup_distributed()
+    if errors:
+        return fail(PROG, "; ".join(errors)) if info.is_main else 2
+    return _report(args, dict(res, seconds=seconds), summary) if info.is_main else 0
+
+
+def _report(args, res: dict, summary: dict) -> int:
     used = [f"{c}" for c in range(len(summary["class_pixels"])) if summary["class_pixels"][c]]
-    print(f"wrote {args.out}: {summary['rows']} rows of {args.size}x{args.size} in {info['seconds']:.1f} s "
-          f"({info['seconds'] / max(summary['rows'], 1):.3f} s/image); classes used: {' '.join(used)}")
+    print(f"wrote {args.out}: {summary['rows']} rows of {args.size}x{args.size} in {res['seconds']:.1f} s "
+          f"({res['seconds'] / max(summary['rows'], 1):.3f} s/image); classes used: {' '.join(used)}")
     if args.save_probs:
         print(f"probabilities: {args.save_probs}/index.json")
     if args.vis:

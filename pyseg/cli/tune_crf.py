@@ -1,6 +1,7 @@
 """pyseg-tune-crf: search dense-CRF parameters on a labelled split (the model runs once, the CRF many times).
 
-    pyseg-tune-crf --checkpoint CKPT --data-root ROOT --ann val.json [--max-images 50] [--iterations 10]
+    pyseg-tune-crf --checkpoint CKPT --data-root ROOT (--ann val.json | --images val --masks valannot)
+                   [--max-images 50] [--iterations 10]
                    [--objective miou|miou_per_image] [--coarse-only] [--out crf.json]
 
 ``--out`` writes the best parameters as JSON; pass that file to ``pyseg-predict --crf crf.json``.
@@ -12,7 +13,7 @@ import argparse
 import json
 import sys
 
-from pyseg.cli.predict import add_model_args, fail, load_everything, setup
+from pyseg.cli.common import add_model_args, fail, load_everything, setup
 
 PROG = "pyseg-tune-crf"
 
@@ -23,7 +24,8 @@ def _fmt(p) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description="Search dense-CRF parameters on a labelled COCO json.")
+    p = argparse.ArgumentParser(prog=PROG, description="Search dense-CRF parameters on labelled data (a COCO "
+                                                       "json, or image and label folders).")
     add_model_args(p, crf_default="off")
     p.add_argument("--max-images", type=int, default=50, help="tune on the first N images (default 50; 0 = all)")
     p.add_argument("--iterations", type=int, default=10, help="mean-field iterations, fixed during the search")
@@ -39,11 +41,17 @@ def main(argv=None) -> int:
         from pyseg import tune_crf as T
         from pyseg.submission import atomic_write_bytes
 
+        from pyseg.training.distributed import env_dist_info
+
+        if env_dist_info().enabled:
+            raise ValueError("pyseg-tune-crf runs in one process (the model once, then the CRF on cached "
+                             "probabilities); run it without torchrun")
         if args.crf not in (None, "off"):
             raise ValueError("--crf is not used by pyseg-tune-crf (it searches the parameters)")
         model, ckpt, ds, ann, kwargs = load_everything(args)
         if not getattr(ds, "has_masks", True):
-            raise ValueError(f"{ann} has no annotations; tuning needs a labelled json such as val.json")
+            raise ValueError(f"{ann} has no annotations; tuning needs labelled data (val.json, or --images "
+                             "with --masks)")
         kwargs.pop("crf"), kwargs.pop("crf_device"), kwargs.pop("limit")
         ignore = args.ignore_index
         if ignore is None:

@@ -220,6 +220,10 @@ class CocoSegmentation(torch.utils.data.Dataset):
         """The json's image entry (id, file_name, height, width, ...) of item ``index``."""
         return self.coco.imgs[self.ids[index]]
 
+    def image_ids(self) -> list[str]:
+        """The ``image_id`` of every item, in order (the json's file names; a submission's row order)."""
+        return [str(self.coco.imgs[i]["file_name"]) for i in self.ids]
+
     def load_image(self, index: int) -> np.ndarray:
         """(H,W,3) uint8 RGB; errors name the file and id (missing, unreadable, size differs from the json)."""
         info = self.image_info(index)

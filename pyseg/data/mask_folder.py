@@ -23,7 +23,8 @@ class MaskFolderSegmentation(torch.utils.data.Dataset):
 
     Args:
         image_dir: folder of RGB images.
-        mask_dir: folder of label PNGs with the same stem (value = class index), mode ``L``/``P``/``I``.
+        mask_dir: folder of label PNGs with the same stem (value = class index), mode ``L``/``P``/``I``;
+            None for unlabelled images (items then have no ``"mask"``, ``has_masks`` is False).
         classes: preset name (``"camvid11"``) or list of class names; C = len(classes).
         ignore_index: value written for ignored pixels (void labels and pixels already equal to it).
         transform: albumentations Compose (see ``pyseg.data.transforms``).
@@ -36,9 +37,11 @@ class MaskFolderSegmentation(torch.utils.data.Dataset):
 
     def __init__(self, image_dir, mask_dir, classes, ignore_index: int = 255, transform=None,
                  void_labels=None):
-        self.image_dir, self.mask_dir = os.fspath(image_dir), os.fspath(mask_dir)
+        self.image_dir = os.fspath(image_dir)
+        self.mask_dir = os.fspath(mask_dir) if mask_dir is not None else None
+        self.has_masks = self.mask_dir is not None
         for d in (self.image_dir, self.mask_dir):
-            if not os.path.isdir(d):
+            if d is not None and not os.path.isdir(d):
                 raise FileNotFoundError(f"folder not found: {d}")
         preset = classes if isinstance(classes, str) else None
         if preset is not None:
@@ -54,15 +57,17 @@ class MaskFolderSegmentation(torch.utils.data.Dataset):
         self.void_labels = tuple(_DEFAULT_VOID.get(preset, ()) if void_labels is None else void_labels)
         self.palette = palette_for(self.class_names, preset)
         self.transform = transform
-        masks = {os.path.splitext(n)[0]: n for n in os.listdir(self.mask_dir) if n.lower().endswith(".png")}
         images = sorted(n for n in os.listdir(self.image_dir) if n.lower().endswith(IMAGE_EXTS))
         if not images:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) in {self.image_dir}")
-        missing = [n for n in images if os.path.splitext(n)[0] not in masks]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} images in {self.image_dir} have no label PNG in "
-                                    f"{self.mask_dir}, e.g. {missing[:3]}")
-        self.files = [(n, masks[os.path.splitext(n)[0]]) for n in images]
+        masks = {}
+        if self.has_masks:
+            masks = {os.path.splitext(n)[0]: n for n in os.listdir(self.mask_dir) if n.lower().endswith(".png")}
+            missing = [n for n in images if os.path.splitext(n)[0] not in masks]
+            if missing:
+                raise FileNotFoundError(f"{len(missing)} images in {self.image_dir} have no label PNG in "
+                                        f"{self.mask_dir}, e.g. {missing[:3]}")
+        self.files = [(n, masks.get(os.path.splitext(n)[0])) for n in images]
         lut = np.full(65536, -1, dtype=np.int64)
         lut[: self.num_classes] = np.arange(self.num_classes)
         for v in (*self.void_labels, ignore_index):
@@ -74,12 +79,18 @@ class MaskFolderSegmentation(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def image_ids(self) -> list[str]:
+        """The ``image_id`` of every item, in order (the image file names; a submission's row order)."""
+        return [name for name, _ in self.files]
+
     def load_image(self, index: int) -> np.ndarray:
         """(H,W,3) uint8 RGB of item ``index``."""
         return read_rgb(os.path.join(self.image_dir, self.files[index][0]), f"item {index}")
 
     def load_mask(self, index: int) -> np.ndarray:
         """(H,W) int64 labels (0..C-1 or ignore_index); ValueError names the file for any other value."""
+        if not self.has_masks:
+            raise ValueError(f"{self!r} has no label folder")
         path = os.path.join(self.mask_dir, self.files[index][1])
         try:
             with Image.open(path) as im:
@@ -97,8 +108,10 @@ class MaskFolderSegmentation(torch.utils.data.Dataset):
                              f"void {list(self.void_labels)} nor ignore_index {self.ignore_index}")
         return mask
 
-    def load_item(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image, mask) of item ``index``, decoded from disk and checked for equal sizes."""
+    def load_item(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(image, mask or None) of item ``index``, decoded from disk and checked for equal sizes."""
+        if not self.has_masks:
+            return self.load_image(index), None
         image, mask = self.load_image(index), self.load_mask(index)
         if image.shape[:2] != mask.shape:
             raise ValueError(f"image {self.files[index][0]} is {image.shape[1]}x{image.shape[0]} but its label "
@@ -115,4 +128,5 @@ class MaskFolderSegmentation(torch.utils.data.Dataset):
         return apply_transform(self.transform, image, mask, self.files[index][0], index)
 
     def __repr__(self) -> str:
-        return f"MaskFolderSegmentation({self.image_dir}: {len(self)} images, {self.num_classes} classes)"
+        return (f"MaskFolderSegmentation({self.image_dir}: {len(self)} images, {self.num_classes} classes, "
+                f"masks={self.mask_dir})")

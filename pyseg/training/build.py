@@ -18,15 +18,21 @@ from pyseg.config import Config, DataConfig, OptimConfig
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> cuda:<local_rank> when CUDA is available, else cpu; ``cuda`` -> cuda:<local_rank>."""
+def resolve_device(name: str, local_rank: int = 0, what: str = "train.device") -> torch.device:
+    """``auto`` -> cuda:<local_rank> when CUDA is available, else cpu; ``cuda`` -> cuda:<local_rank>.
+
+    ``what`` names the setting in errors (a config key, or a command's flag)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{what} must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device is {name!r} but CUDA is not available; use 'cpu' or 'auto'")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    return torch.device(name)
+            raise ValueError(f"{what} is {name!r} but CUDA is not available; use 'cpu' or 'auto'")
+        return dev if dev.index is not None else torch.device(f"cuda:{local_rank}")
+    return dev
 
 
 def seed_everything(seed: int, deterministic: bool = False, device: torch.device | None = None) -> None:

@@ -88,6 +88,25 @@ class ShardSampler(torch.utils.data.Sampler):
         return len(range(self.rank, self.n, self.world_size))
 
 
+def shard_range(n: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous block of ``range(n)``: blocks in rank order concatenate to ``range(n)`` (so
+    per-rank outputs join in dataset order); sizes differ by at most one; ranks beyond ``n`` get an empty one."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` without a process group)."""
+    if not is_dist():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_sum(values, device) -> list[float]:
     """Sum a list of floats over ranks (float64); identity without a process group."""
     if not is_dist():
