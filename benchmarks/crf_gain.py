@@ -104,10 +104,11 @@ def run_gt(ds, args, presets, crf) -> str:
 def run_model(ds, args, presets) -> str:
     import torch
 
-    from pyseg.evaluation import evaluate_predictions
-    from pyseg.predict import input_size_from_checkpoint, load_checkpoint, predict_dataset
+    from pyseg.inference.evaluation import evaluate_predictions
+    from pyseg.inference.inputs import input_size_from_checkpoint, load_trained_model
+    from pyseg.inference.predict import predict_dataset
 
-    model, ckpt = load_checkpoint(args.checkpoint, "cpu")
+    model, ckpt = load_trained_model(args.checkpoint, "cpu")
     if ckpt.get("num_classes") != ds.num_classes:
         raise SystemExit(f"the checkpoint has {ckpt.get('num_classes')} classes, CamVid has {ds.num_classes}")
     size = args.input_size or input_size_from_checkpoint(ckpt)

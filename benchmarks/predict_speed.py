@@ -1,6 +1,6 @@
 """Prediction time of the whole pyseg-predict pipeline (decode, forward, softmax at full size, CRF, CSV).
 
-Runs ``pyseg.predict.predict_to_submission`` on a COCO json (default: the 150 images of
+Runs ``pyseg.inference.predict.predict_to_submission`` on a COCO json (default: the 150 images of
 ``shared/data/trashcan/test.json``) without the CRF, with the CRF overlapped with the forward pass
 (worker thread) and with the CRF in line, each --repeats times; prints the median and min seconds.
 Without --checkpoint a randomly initialised --model is used (timing only: its predictions are junk).
@@ -45,14 +45,15 @@ def main(argv=None) -> int:
 
     import torch
 
-    from pyseg import predict as P
+    from pyseg.inference import inputs as I
+    from pyseg.inference import predict as P
     from pyseg.crf.params import CRFParams
     from pyseg.submission import image_ids_from_json
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     if args.checkpoint:
-        model, ckpt = P.load_checkpoint(args.checkpoint)
+        model, ckpt = I.load_trained_model(args.checkpoint)
         what = f"checkpoint {args.checkpoint} ({ckpt.get('model_name')})"
     else:
         from pyseg.data import CocoSegmentation
@@ -64,9 +65,9 @@ def main(argv=None) -> int:
         ckpt = {"num_classes": probe.num_classes, "class_names": probe.class_names, "config": {}}
         what = f"randomly initialised {args.model} (timing only)"
     if args.input_size is None:
-        args.input_size = P.input_size_from_checkpoint(ckpt, 256)
-    ds = P.open_dataset(args.data_root, args.ann, ckpt)
-    P.check_classes(ckpt, ds.num_classes, ds.class_names)
+        args.input_size = I.input_size_from_checkpoint(ckpt, 256)
+    ds = I.open_dataset(args.data_root, args.ann, ckpt)
+    I.check_classes(ckpt, ds.num_classes, ds.class_names)
     ids = image_ids_from_json(args.ann)
     n = len(ids) if args.max_images is None else min(args.max_images, len(ids))
     ids = ids[:n]

@@ -28,7 +28,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from pyseg.fileio import atomic_write_text  # noqa: F401  (re-exported: used by run files and CLIs)
+from pyseg.fileio import atomic_write_text
+
 
 
 @dataclass

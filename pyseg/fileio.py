@@ -1,10 +1,11 @@
-"""Atomic file writes: everything a user keeps (checkpoints, submissions, configs, CSVs, plots, json)
+"""File I/O. Atomic writes: everything a user keeps (checkpoints, submissions, configs, CSVs, plots, json)
 is written to a temporary file in the destination folder, flushed to disk, and moved into place with
 ``os.replace``, so a crash or an error never leaves a half-written file behind (the old file, if any,
-stays as it was)."""
+stays as it was). Json reads: one error wording for a missing or malformed file."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -79,3 +80,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, create_parent: bool
 def atomic_write_text(path: str | os.PathLike, text: str, create_parent: bool = True) -> None:
     with atomic_write(path, "w", create_parent) as f:
         f.write(text)
+
+
+def read_json(path: str | os.PathLike, what: str):
+    """The parsed json at ``path``; a missing, unreadable or malformed file raises ``ValueError`` naming
+    ``what`` it is (e.g. "annotation file") and the path."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from None

@@ -1,6 +1,6 @@
-"""Competition submission CSVs and saved class probabilities.
+"""Competition submission CSVs: encode, write (atomically), join, read and validate.
 
-Submission format (see ``shared/docs/competition.md``): a CSV with the header ``image_id,PredictionString``
+Submission format (see ``docs/submission.md``): a CSV with the header ``image_id,PredictionString``
 and one row per test image in the order of the test json's ``images``; ``image_id`` is the image's
 ``file_name`` and ``PredictionString`` the predicted class map at ``size`` x ``size`` (256 in the
 competition), flattened row-major, as space-separated non-negative integers.
@@ -10,14 +10,12 @@ NumPy operations, never a Python loop over pixels. CSVs are written to a tempora
 destination directory and moved into place with ``os.replace`` only after every row was written and
 checked, so a failed or interrupted run never leaves a half-written submission behind.
 
-``--save-probs`` directories (format in :mod:`pyseg.probs_io`) are averaged into a submission by
-:func:`ensemble_probs`.
+Saved class probabilities and their ensembles live in :mod:`pyseg.inference.probs`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pyseg.fileio import atomic_write_bytes as _atomic_write_bytes
-from pyseg.fileio import commit_temp, discard_temp, open_temp_beside
+from pyseg.fileio import commit_temp, discard_temp, open_temp_beside, read_json
 
 HEADER = ("image_id", "PredictionString")
 _MAX_TOKEN_DIGITS = 9
@@ -41,11 +38,6 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 def _open_temp_beside(path: Path, mode: str = "w"):
     """Submissions go to an existing folder: a missing one is a mistake worth reporting, not creating."""
     return open_temp_beside(path, mode, create_parent=False)
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (whose folder must exist) through a temporary file and ``os.replace``."""
-    _atomic_write_bytes(path, data, create_parent=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,13 +351,7 @@ def decode_submission(path, size: int = 256) -> tuple[list[str], np.ndarray]:
 def image_ids_from_json(ann_file) -> list[str]:
     """``file_name`` of every image of a COCO json, in its order; errors when there are none."""
     ann_file = Path(ann_file)
-    try:
-        with open(ann_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"annotation file {ann_file} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"annotation file {ann_file} is not valid JSON: {e}") from None
+    data = read_json(ann_file, "annotation file")
     images = data.get("images") if isinstance(data, dict) else None
     if not images:
         raise ValueError(f"annotation file {ann_file} has no images")
@@ -408,58 +394,3 @@ def validate_submission(path, expected_ids: Sequence[str] | None = None, ann_fil
     if n == 0:
         raise ValueError(f"{path}: no rows")
     return {"rows": n, "size": size, "max_class": int(counts.size - 1), "class_pixels": counts}
-
-
-# ----------------------------------------------------------------------------------------------
-# ensembles of saved probabilities
-# ----------------------------------------------------------------------------------------------
-def ensemble_probs(probs_dirs: Sequence, out_csv, weights: Sequence[float] | None = None,
-                   expected_ids: Sequence[str] | None = None) -> Path:
-    """Average the probabilities of several ``--save-probs`` directories and write a submission.
-
-    All directories must hold the same images in the same order, the same class count (and class
-    names when recorded) and the same size. ``weights`` (one per directory, default equal) are
-    normalised to sum to 1. Returns the CSV path.
-    """
-    from pyseg.probs_io import load_probs, read_probs_index
-
-    dirs = [Path(d) for d in probs_dirs]
-    if not dirs:
-        raise ValueError("ensemble needs at least one --save-probs directory")
-    if weights is None:
-        weights = [1.0] * len(dirs)
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(dirs),) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be {len(dirs)} non-negative numbers with a positive sum, got {weights!r}")
-    w = w / w.sum()
-    indexes = [read_probs_index(d) for d in dirs]
-    ref = indexes[0]
-    ref_ids = [e["image_id"] for e in ref["images"]]
-    for d, ix in zip(dirs[1:], indexes[1:]):
-        for key in ("num_classes", "size"):
-            if ix[key] != ref[key]:
-                raise ValueError(f"{d}: {key} = {ix[key]}, but {dirs[0]} has {ref[key]}")
-        if ix.get("class_names") and ref.get("class_names") and ix["class_names"] != ref["class_names"]:
-            raise ValueError(f"{d}: class names differ from {dirs[0]}")
-        ids = [e["image_id"] for e in ix["images"]]
-        if ids != ref_ids:
-            raise ValueError(f"{d}: images differ from {dirs[0]} ({len(ids)} vs {len(ref_ids)} images, "
-                             "or another order)")
-    if expected_ids is not None and list(expected_ids) != ref_ids:
-        raise ValueError(f"the --save-probs images ({len(ref_ids)}) differ from the json's ({len(expected_ids)})")
-    size, c = ref["size"], ref["num_classes"]
-    with SubmissionWriter(out_csv, ref_ids, size, c) as writer:
-        for i, entry in enumerate(ref["images"]):
-            acc = np.zeros((c, size, size), dtype=np.float32)
-            for k, (d, ix) in enumerate(zip(dirs, indexes)):
-                acc += np.float32(w[k]) * load_probs(d, ix["images"][i], ix)
-            writer.write(entry["image_id"], acc.argmax(0))
-    return Path(out_csv)
-
-
-def __getattr__(name):  # the --save-probs reader/writer live in pyseg.probs_io
-    if name in ("ProbsWriter", "read_probs_index", "load_probs", "PROBS_FORMAT", "PROBS_VERSION"):
-        from pyseg import probs_io
-
-        return getattr(probs_io, name)
-    raise AttributeError(f"module 'pyseg.submission' has no attribute {name!r}")

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV=${PYSEG_VENV:-.venv}
+echo "== structure: import cycles, function lengths"
+"$VENV/bin/python" scripts/check_structure.py
 echo "== pytest"
 # The pytest script (not python -m) keeps the source tree off sys.path: tests import the installed package.
 "$VENV/bin/pytest" -p no:cacheprovider "$@"

@@ -49,8 +49,10 @@ def _run(env, tmp_path, command: str, args: list[str], ranks: int | None):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         run_env.pop(key, None)
     common = ["--checkpoint", env["ck"], "--data-root", env["root"], "--device", "cpu", "--num-threads", "1"]
-    return subprocess.run(launch + common + args, cwd=tmp_path, env=run_env, capture_output=True, text=True,
+    done = subprocess.run(launch + common + args, cwd=tmp_path, env=run_env, capture_output=True, text=True,
                           timeout=240)
+    done.stderr_head = done.stderr[:6000]  # pyseg's own lines come before torchrun's failure report
+    return done
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -60,9 +62,9 @@ def _leftovers(folder: Path) -> list[str]:
 def test_predict_two_ranks_writes_the_same_csv_as_one_process(env, tmp_path):
     crf = ["--crf", "krahenbuhl", "--crf-device", "cpu", "--size", "24", "--batch-size", "1"]
     one = _run(env, tmp_path, "predict", ["--ann", "test.json", "--out", str(tmp_path / "one.csv")] + crf, None)
-    assert one.returncode == 0, one.stderr
+    assert one.returncode == 0, one.stderr_head
     two = _run(env, tmp_path, "predict", ["--ann", "test.json", "--out", str(tmp_path / "two.csv")] + crf, 2)
-    assert two.returncode == 0, two.stderr
+    assert two.returncode == 0, two.stderr_head
     assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
     assert two.stdout.count("wrote ") == 1 and "3 rows of 24x24" in two.stdout  # rank 0 alone reports
     assert _leftovers(tmp_path) == []
@@ -70,9 +72,9 @@ def test_predict_two_ranks_writes_the_same_csv_as_one_process(env, tmp_path):
 
 def test_predict_more_ranks_than_images(env, tmp_path):
     one = _run(env, tmp_path, "predict", ["--ann", "two.json", "--out", str(tmp_path / "one.csv")], None)
-    assert one.returncode == 0, one.stderr
+    assert one.returncode == 0, one.stderr_head
     three = _run(env, tmp_path, "predict", ["--ann", "two.json", "--out", str(tmp_path / "three.csv")], 3)
-    assert three.returncode == 0, three.stderr
+    assert three.returncode == 0, three.stderr_head
     assert "rank 2 has no images (2 images over 3 ranks)" in three.stderr
     assert (tmp_path / "three.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
     assert _leftovers(tmp_path) == []
@@ -81,9 +83,9 @@ def test_predict_more_ranks_than_images(env, tmp_path):
 def test_evaluate_two_ranks_gives_the_numbers_of_one_process(env, tmp_path):
     args = ["--ann", "val.json", "--crf", "krahenbuhl", "--crf-device", "cpu", "--batch-size", "2"]
     one = _run(env, tmp_path, "evaluate", args + ["--json", str(tmp_path / "one.json")], None)
-    assert one.returncode == 0, one.stderr
+    assert one.returncode == 0, one.stderr_head
     two = _run(env, tmp_path, "evaluate", args + ["--json", str(tmp_path / "two.json")], 2)
-    assert two.returncode == 0, two.stderr
+    assert two.returncode == 0, two.stderr_head
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     a.pop("seconds"), b.pop("seconds")
     assert a == b and a["images"] == 3 and a["crf"] is not None

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from pyseg.config import Config, apply_overrides
-from pyseg.training.engine import evaluate, fit
+from pyseg.training.engine import fit, validate
 
 
 class Blobs(torch.utils.data.Dataset):
@@ -91,7 +91,7 @@ def test_two_process_gloo_fit(tmp_path):
     net = Net()
     net.load_state_dict(ckpt["model"])  # SyncBatchNorm keeps BatchNorm's state-dict keys
     loader = torch.utils.data.DataLoader(Blobs(7, 1), batch_size=2)
-    ref = evaluate(net, loader, device=torch.device("cpu"), num_classes=3)
+    ref = validate(net, loader, device=torch.device("cpu"), num_classes=3)
     last = h0[-1]
     assert last["val_loss"] == pytest.approx(ref["loss"], rel=1e-5)
     assert last["val_miou"] == pytest.approx(ref["miou"], rel=1e-9)

@@ -1,12 +1,12 @@
-"""pyseg.evaluation: metrics without and with the CRF, report table, confusion-matrix plot."""
+"""pyseg.inference.evaluation: metrics without and with the CRF, report table, confusion-matrix plot."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pyseg import evaluation as E
-from pyseg.predict import ImagePrediction
+from pyseg.inference import evaluation as E
+from pyseg.inference.predict import ImagePrediction
 
 
 def _pred(mask, pred, pred_crf=None, i=0):
@@ -71,7 +71,7 @@ def test_evaluate_runs_the_model(monkeypatch):
     torch = pytest.importorskip("torch")
     from test_predict import FakeCRF, TinyDataset, tiny_model
 
-    from pyseg import predict as P
+    from pyseg.inference import predict as P
     from pyseg.crf.params import CRFParams
 
     monkeypatch.setattr(P, "_dense_crf", lambda: FakeCRF())

@@ -1,4 +1,4 @@
-"""pyseg.predict: batched inference, TTA, the CRF stage and submission writing, with tiny models."""
+"""pyseg.inference.predict: batched inference, TTA, the CRF stage and submission writing, with tiny models."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pyseg import predict as P  # noqa: E402
+from pyseg.inference import inputs as I  # noqa: E402
+from pyseg.inference import predict as P  # noqa: E402
+from pyseg.inference import probs as PR  # noqa: E402
 from pyseg import submission as S  # noqa: E402
 
 
@@ -107,7 +109,7 @@ def test_tta_averages_flipped_and_scaled_views():
 
 @pytest.mark.parametrize("spec", ["flipp", "0", "1,nan"])
 def test_parse_tta_rejects(spec):
-    with pytest.raises(ValueError, match="--tta"):
+    with pytest.raises(ValueError, match=r"^tta: (expected .flip. and/or scale factors|scale factors must lie in \[0.1, 4\])"):
         P.parse_tta(spec)
 
 
@@ -232,7 +234,7 @@ def test_predict_to_submission_with_probs_and_vis(tmp_path):
     ids, masks = S.decode_submission(out, 8)
     for m, r in zip(masks, P.predict_dataset(model, ds, input_size=16)):
         np.testing.assert_array_equal(m, S.resize_nearest(r.pred, 8))
-    S.ensemble_probs([tmp_path / "probs"], tmp_path / "again.csv")
+    PR.ensemble_probs([tmp_path / "probs"], tmp_path / "again.csv")
     assert (tmp_path / "again.csv").read_text() == out.read_text()
     assert sorted(os.listdir(tmp_path / "vis")) == [f"imgs_{i:03d}.png" for i in range(4)]
     from PIL import Image
@@ -270,27 +272,27 @@ def test_json_checks(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "empty.json").write_text(json.dumps({"images": [], "annotations": []}))
     with pytest.raises(ValueError, match="has no images"):
-        P.check_images_exist(tmp_path, tmp_path / "empty.json")
+        I.check_images_exist(tmp_path, tmp_path / "empty.json")
     (tmp_path / "j.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"},
                                                             {"id": 2, "file_name": "sub/b.jpg"}]}))
     with pytest.raises(ValueError, match="1 of 2 images .* missing .* sub/b.jpg"):
-        P.check_images_exist(tmp_path, tmp_path / "j.json")
+        I.check_images_exist(tmp_path, tmp_path / "j.json")
     with pytest.raises(ValueError, match="does not exist"):
-        P.check_images_exist(tmp_path, tmp_path / "nope.json")
+        I.check_images_exist(tmp_path, tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
-        P.check_images_exist(tmp_path, tmp_path / "bad.json")
+        I.check_images_exist(tmp_path, tmp_path / "bad.json")
 
 
 def test_check_classes():
-    P.check_classes({"num_classes": 3, "class_names": ["a", "b", "c"]}, 3, ["a", "b", "c"])
+    I.check_classes({"num_classes": 3, "class_names": ["a", "b", "c"]}, 3, ["a", "b", "c"])
     with pytest.raises(ValueError, match="predicts 4 classes but test.json has 3"):
-        P.check_classes({"num_classes": 4}, 3, ["a", "b", "c"], "test.json")
+        I.check_classes({"num_classes": 4}, 3, ["a", "b", "c"], "test.json")
     with pytest.raises(ValueError, match="class names differ"):
-        P.check_classes({"num_classes": 3, "class_names": ["a", "x", "c"]}, 3, ["a", "b", "c"])
+        I.check_classes({"num_classes": 3, "class_names": ["a", "x", "c"]}, 3, ["a", "b", "c"])
     ckpt = {"config": {"data": {"image_size": 256, "eval_size": None}}}
-    assert P.input_size_from_checkpoint(ckpt) == 256
-    assert P.input_size_from_checkpoint({}, 512) == 512
+    assert I.input_size_from_checkpoint(ckpt) == 256
+    assert I.input_size_from_checkpoint({}, 512) == 512
 
 
 @pytest.mark.cuda

@@ -116,7 +116,8 @@ def test_predict_rejects_bad_data_and_outputs(env, tmp_path, capsys):
         (["--ann", "test.json", "--out", str(tmp_path / "no" / "dir" / "a.csv")], "does not exist"),
         (["--ann", "test.json", "--out", str(tmp_path)], "is a directory"),
         (["--ann", "test.json", "--out", str(tmp_path / "a.csv"), "--crf", "fancy"], "expected 'off', a preset"),
-        (["--ann", "test.json", "--out", str(tmp_path / "a.csv"), "--tta", "rotate"], "--tta"),
+        (["--ann", "test.json", "--out", str(tmp_path / "a.csv"), "--tta", "rotate"],
+         "tta: expected 'flip' and/or scale factors"),
         (["--ann", "test.json", "--out", str(tmp_path / "a.csv"), "--batch-size", "0"], "--batch-size"),
     ]
     before = sorted(os.listdir(tmp_path))
@@ -163,7 +164,7 @@ def test_tune_crf_cli_runs(env, tmp_path, capsys, monkeypatch):
     crf = pytest.importorskip("pyseg.crf")
     if not hasattr(crf, "dense_crf"):
         pytest.skip("pyseg.crf.dense_crf is not built")
-    from pyseg import tune_crf as T
+    from pyseg.inference import crf_tuning as T
 
     monkeypatch.setattr(T, "COARSE_BILATERAL", {"bilateral_sxy": (20.0, 80.0), "bilateral_srgb": (5.0,),
                                                 "bilateral_compat": (5.0,)})

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pyseg import submission as S
+from pyseg.inference import probs as PR
 
 
 def _ids(n):
@@ -175,7 +176,7 @@ def test_large_submission_is_fast(tmp_path):
 
 
 def _write_probs(d, probs, ids, names=("a", "b", "c")):
-    w = S.ProbsWriter(d, probs.shape[1], list(names), probs.shape[-1], {"model": "x"})
+    w = PR.ProbsWriter(d, probs.shape[1], list(names), probs.shape[-1], {"model": "x"})
     for i, (image_id, p) in enumerate(zip(ids, probs)):
         w.write(image_id, i, p, 10, 12)
     w.close()
@@ -188,15 +189,15 @@ def test_probs_roundtrip_and_ensemble(tmp_path):
     b = rng.dirichlet(np.ones(3), size=(3, 4, 4)).transpose(0, 3, 1, 2)
     _write_probs(tmp_path / "a", a, ids)
     _write_probs(tmp_path / "b", b, ids)
-    index = S.read_probs_index(tmp_path / "a")
+    index = PR.read_probs_index(tmp_path / "a")
     assert index["size"] == 4 and index["num_classes"] == 3 and index["images"][1]["height"] == 10
-    p = S.load_probs(tmp_path / "a", index["images"][1], index)
+    p = PR.load_probs(tmp_path / "a", index["images"][1], index)
     np.testing.assert_allclose(p, a[1], atol=1e-3)
-    S.ensemble_probs([tmp_path / "a", tmp_path / "b"], tmp_path / "ens.csv", weights=[1, 3])
+    PR.ensemble_probs([tmp_path / "a", tmp_path / "b"], tmp_path / "ens.csv", weights=[1, 3])
     _, masks = S.decode_submission(tmp_path / "ens.csv", 4)
     want = (0.25 * a.astype(np.float16).astype(np.float32) + 0.75 * b.astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(masks, want.argmax(1))
-    S.ensemble_probs([tmp_path / "a"], tmp_path / "one.csv", expected_ids=ids)
+    PR.ensemble_probs([tmp_path / "a"], tmp_path / "one.csv", expected_ids=ids)
     np.testing.assert_array_equal(S.decode_submission(tmp_path / "one.csv", 4)[1],
                                   a.astype(np.float16).argmax(1))
 
@@ -210,14 +211,14 @@ def test_ensemble_rejects_mismatches(tmp_path):
     _write_probs(tmp_path / "other_names", a, _ids(2), names=("a", "b", "z"))
     for d, match in [("other_ids", "images differ"), ("other_size", "size"), ("other_names", "class names")]:
         with pytest.raises(ValueError, match=match):
-            S.ensemble_probs([tmp_path / "a", tmp_path / d], tmp_path / "e.csv")
+            PR.ensemble_probs([tmp_path / "a", tmp_path / d], tmp_path / "e.csv")
         assert not (tmp_path / "e.csv").exists()
     with pytest.raises(ValueError, match="no index.json"):
-        S.ensemble_probs([tmp_path / "missing"], tmp_path / "e.csv")
+        PR.ensemble_probs([tmp_path / "missing"], tmp_path / "e.csv")
     with pytest.raises(ValueError, match="weights"):
-        S.ensemble_probs([tmp_path / "a"], tmp_path / "e.csv", weights=[-1])
-    with pytest.raises(ValueError, match="differ from the json"):
-        S.ensemble_probs([tmp_path / "a"], tmp_path / "e.csv", expected_ids=_ids(3))
+        PR.ensemble_probs([tmp_path / "a"], tmp_path / "e.csv", weights=[-1])
+    with pytest.raises(ValueError, match="differ from the expected ones"):
+        PR.ensemble_probs([tmp_path / "a"], tmp_path / "e.csv", expected_ids=_ids(3))
     assert not (tmp_path / "e.csv").exists()
     with pytest.raises(ValueError, match=r"\(3, 4, 4\)"):
-        S.ProbsWriter(tmp_path / "w", 3, None, 4).write("a", 0, np.zeros((2, 4, 4)), 4, 4)
+        PR.ProbsWriter(tmp_path / "w", 3, None, 4).write("a", 0, np.zeros((2, 4, 4)), 4, 4)

@@ -12,7 +12,7 @@ from torch import nn
 
 from pyseg.config import Config, apply_overrides
 from pyseg.training.checkpoint import load_checkpoint
-from pyseg.training.engine import evaluate, fit
+from pyseg.training.engine import fit, validate
 
 
 class Shapes(torch.utils.data.Dataset):
@@ -164,7 +164,7 @@ def test_evaluate_matches_metrics_by_hand():
     model = Tiny().eval()
     ds = Shapes(5, 3)
     loader = torch.utils.data.DataLoader(ds, batch_size=2)
-    out = evaluate(model, loader, device=torch.device("cpu"), num_classes=3)
+    out = validate(model, loader, device=torch.device("cpu"), num_classes=3)
     with torch.no_grad():
         logits = model(ds.x)
     loss = torch.nn.functional.cross_entropy(logits, ds.y).item()

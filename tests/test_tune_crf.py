@@ -1,4 +1,4 @@
-"""pyseg.tune_crf: the model runs once, the CRF search finds the parameters that score best."""
+"""pyseg.inference.crf_tuning: the model runs once, the CRF search finds the parameters that score best."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ pytest.importorskip("torch")
 
 from test_predict import TinyDataset, tiny_model  # noqa: E402
 
-from pyseg import predict as P  # noqa: E402
-from pyseg import tune_crf as T  # noqa: E402
+from pyseg.inference import predict as P  # noqa: E402
+from pyseg.inference import crf_tuning as T  # noqa: E402
 from pyseg.crf.params import CRFParams  # noqa: E402
 
 

@@ -56,7 +56,7 @@ def setup(args) -> None:
 
 def open_data(args, ckpt: dict):
     """(dataset without a transform, a Path naming the data for messages) from --ann or --images/--masks."""
-    from pyseg import predict_inputs as I
+    from pyseg.inference import inputs as I
 
     if args.ann is not None and args.images is not None:
         raise ValueError("give either --ann (a COCO json) or --images (an image folder), not both")
@@ -73,8 +73,8 @@ def open_data(args, ckpt: dict):
 
 def load_everything(args, local_rank: int = 0):
     """(model, ckpt, dataset, data name, predict kwargs) after every check that can fail on user input."""
-    from pyseg import predict as P
-    from pyseg import predict_inputs as I
+    from pyseg.inference import predict as P
+    from pyseg.inference import inputs as I
     from pyseg.training.build import resolve_device
 
     if args.checkpoint is None:
@@ -82,7 +82,7 @@ def load_everything(args, local_rank: int = 0):
     if args.ann is None and args.images is None and args.masks is None:
         raise ValueError("missing the data: --ann (a COCO json) or --images [--masks] (image and label folders)")
     device = resolve_device(args.device, local_rank, what="--device")
-    model, ckpt = I.load_checkpoint(args.checkpoint, device)
+    model, ckpt = I.load_trained_model(args.checkpoint, device)
     ds, name = open_data(args, ckpt)
     I.check_classes(ckpt, ds.num_classes, ds.class_names, str(args.ann if args.ann is not None else args.images))
     if args.input_size is not None and args.input_size < 0:

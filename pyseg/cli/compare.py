@@ -33,7 +33,7 @@ def expand_runs(dirs) -> list[Path]:
 
 
 def summarize(run_dir: Path) -> dict:
-    from pyseg.training.run_files import read_csv
+    from pyseg.training.csv_tables import read_csv
 
     _, rows = read_csv(run_dir / "metrics.csv")
     if not rows:
@@ -64,9 +64,9 @@ def main(argv=None) -> int:
         runs = expand_runs(args.runs)
         if args.labels is not None and len(args.labels) != len(runs):
             raise ValueError(f"--labels has {len(args.labels)} entries for {len(runs)} runs")
-        from pyseg.plots import _label
+        from pyseg.training.plots import run_label
 
-        labels = args.labels or [_label(r, runs) for r in runs]
+        labels = args.labels or [run_label(r, runs) for r in runs]
         table = [dict(run=label, **summarize(r)) for label, r in zip(labels, runs)]
     except (ValueError, FileNotFoundError) as e:
         print(f"pyseg-compare: error: {e}", file=sys.stderr)
@@ -78,12 +78,12 @@ def main(argv=None) -> int:
         if j == 0:
             print("  ".join("-" * w for w in widths))
     if args.csv:
-        from pyseg.config import atomic_write_text
-        from pyseg.training.run_files import csv_text
+        from pyseg.fileio import atomic_write_text
+        from pyseg.training.csv_tables import csv_text
 
         atomic_write_text(args.csv, csv_text(COLUMNS, [[row[c] for c in COLUMNS] for row in table]))
     if not args.no_plot:
-        from pyseg.plots import plot_compare
+        from pyseg.training.plots import plot_compare
 
         plot_compare(runs, args.out, labels=labels)
         print(f"figure: {args.out}")

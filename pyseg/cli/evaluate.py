@@ -34,8 +34,9 @@ def _jsonable(res: dict) -> dict:
 
 def _evaluate(args, info) -> tuple[dict, object, object, str]:
     """(this rank's metric state, checkpoint, dataset, data name) over its block of the images."""
-    from pyseg import evaluation as E
-    from pyseg.predict import predict_dataset, with_progress
+    from pyseg.inference import evaluation as E
+    from pyseg.inference.predict import predict_dataset
+    from pyseg.progress import with_progress
     from pyseg.training.distributed import shard_range
 
     model, ckpt, ds, name, kwargs = load_everything(args, info.local_rank)
@@ -56,7 +57,7 @@ def _evaluate(args, info) -> tuple[dict, object, object, str]:
               + (f", {info.world_size} ranks" if info.enabled else ""), file=sys.stderr)
     preds = predict_dataset(model, ds, indices=block, **kwargs)
     if args.vis:
-        from pyseg.vis import save_overlay
+        from pyseg.inference.overlays import save_overlay
 
         def _vis(it):
             for r in it:
@@ -81,8 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, metavar="FILE", help="write all metrics as JSON")
     p.add_argument("--vis", default=None, metavar="DIR", help="write PNG overlays here")
     args = p.parse_args(argv)
-    from pyseg import evaluation as E
-    from pyseg.submission import atomic_write_bytes
+    from pyseg.inference import evaluation as E
+    from pyseg.fileio import atomic_write_bytes
     from pyseg.training import distributed as D
 
     info, error, state, res = None, None, None, None
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
                                     title=f"{ckpt.get('model_name')} on {name.name}"
                                           f"{' + CRF ' + args.crf if res['crf'] else ''} (rows: ground truth)")
         if args.json:
-            atomic_write_bytes(args.json, json.dumps(_jsonable(res), indent=1).encode())
+            atomic_write_bytes(args.json, json.dumps(_jsonable(res), indent=1).encode(), create_parent=False)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         return fail(PROG, e)
     print(E.format_report(res, ds.class_names))

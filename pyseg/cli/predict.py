@@ -26,11 +26,12 @@ PROG = "pyseg-predict"
 
 def _ensemble(args) -> int:
     from pyseg import submission as S
+    from pyseg.inference import probs
 
     ids = S.image_ids_from_json(args.ann) if args.ann else None
     t0 = time.perf_counter()
-    out = S.ensemble_probs(args.ensemble, args.out, weights=args.weights, expected_ids=ids)
-    summary = S.validate_submission(out, ids, size=S.read_probs_index(args.ensemble[0])["size"])
+    out = probs.ensemble_probs(args.ensemble, args.out, weights=args.weights, expected_ids=ids)
+    summary = S.validate_submission(out, ids, size=probs.read_probs_index(args.ensemble[0])["size"])
     print(f"wrote {out}: {summary['rows']} rows averaged from {len(args.ensemble)} runs "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -38,7 +39,7 @@ def _ensemble(args) -> int:
 
 def _predict(args, info) -> dict | None:
     """This rank's block of the submission (the whole of it in one process); None when the block is empty."""
-    from pyseg import predict as P
+    from pyseg.inference import predict as P
     from pyseg.training.distributed import shard_range
 
     model, ckpt, ds, name, kwargs = load_everything(args, info.local_rank)

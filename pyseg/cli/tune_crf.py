@@ -38,8 +38,8 @@ def main(argv=None) -> int:
         setup(args)
         if args.max_images < 0:
             raise ValueError(f"--max-images must be >= 0, got {args.max_images}")
-        from pyseg import tune_crf as T
-        from pyseg.submission import atomic_write_bytes
+        from pyseg.inference import crf_tuning as T
+        from pyseg.fileio import atomic_write_bytes
 
         from pyseg.training.distributed import env_dist_info
 
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
                        objective=args.objective, fine=not args.coarse_only, num_threads=args.num_threads,
                        callback=progress)
         if args.out:
-            atomic_write_bytes(args.out, json.dumps(res.to_dict(), indent=1).encode())
+            atomic_write_bytes(args.out, json.dumps(res.to_dict(), indent=1).encode(), create_parent=False)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         return fail(PROG, e)
     except KeyboardInterrupt:

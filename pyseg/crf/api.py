@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pyseg.crf.backends import load_cpu, require_cuda, torch_module, cuda_usable
+from pyseg.crf.checks import check_int
 from pyseg.crf.params import CRFParams, resolve_params
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -46,8 +47,8 @@ def set_lattice_cache(entries: int, max_mb: int = 256) -> None:
     are bitwise the same either way. A kept lattice holds about 37 bytes per pixel at ``gaussian_sxy`` 3 and 74
     at 1 (9.6 and 19 MB at 512x512).
     """
-    entries = _check_int(entries, "entries", 0)
-    max_mb = _check_int(max_mb, "max_mb", 0)
+    entries = check_int(entries, "entries", 0)
+    max_mb = check_int(max_mb, "max_mb", 0)
     load_cpu().set_lattice_cache_limits(entries, max_mb << 20)
 
 
@@ -62,14 +63,6 @@ def _kind(x, name: str) -> str:
     if _is_tensor(x):
         return "torch"
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__} ({x!r:.60})")
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _shape(shape) -> str:
@@ -144,7 +137,7 @@ def dense_crf(probs: Any, image: Any, params: CRFParams | None = None, iteration
     """
     params, iterations = resolve_params(params, iterations)
     if num_threads is not None:
-        num_threads = _check_int(num_threads, "num_threads", 1)
+        num_threads = check_int(num_threads, "num_threads", 1)
     dev = str(device) if not isinstance(device, str) else device  # torch.device -> "cuda:0"
     dev_type = dev.split(":", 1)[0]
     if dev_type not in _DEVICES:

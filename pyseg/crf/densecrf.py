@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pyseg.crf.backends import load_cpu
+from pyseg.crf.checks import check_int
 
 # Constants with pydensecrf's values.
 CONST_KERNEL = 0
@@ -27,14 +28,6 @@ NORMALIZE_SYMMETRIC = 3
 
 _KERNELS = (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL)
 _NORMS = (NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC)
-
-
-def _int_arg(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _float_array(x, name: str, shape_hint: str) -> np.ndarray:
@@ -115,8 +108,8 @@ class DenseCRF:
     """
 
     def __init__(self, n_points: int, n_labels: int):
-        n_points = _int_arg(n_points, "n_points", 1)
-        n_labels = _int_arg(n_labels, "n_labels", 1)
+        n_points = check_int(n_points, "n_points", 1)
+        n_labels = check_int(n_labels, "n_labels", 1)
         self._n = n_points
         self._labels = n_labels
         self._crf = load_cpu().DenseCRF(n_points, n_labels)
@@ -162,7 +155,7 @@ class DenseCRF:
 
     def inference(self, n_iterations: int) -> np.ndarray:
         """Q after ``n_iterations`` mean-field steps from softmax(-U): (n_labels, n_points) float32."""
-        n = _int_arg(n_iterations, "iterations", 0)
+        n = check_int(n_iterations, "iterations", 0)
         return self._crf.inference(n)
 
     def startInference(self):
@@ -193,9 +186,9 @@ class DenseCRF2D(DenseCRF):
     """Dense CRF over a width x height image (pydensecrf's ``DenseCRF2D``); point index = y * width + x."""
 
     def __init__(self, width: int, height: int, n_labels: int):
-        width = _int_arg(width, "width", 1)
-        height = _int_arg(height, "height", 1)
-        n_labels = _int_arg(n_labels, "n_labels", 1)
+        width = check_int(width, "width", 1)
+        height = check_int(height, "height", 1)
+        n_labels = check_int(n_labels, "n_labels", 1)
         super().__init__(width * height, n_labels)
         self._w = width
         self._h = height

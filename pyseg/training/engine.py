@@ -1,4 +1,4 @@
-"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit``, flat and readable in one sitting.
+"""The training loop: ``train_one_epoch``, ``validate`` and ``fit``, flat and readable in one sitting.
 
 Batches are dicts {"image": (B,3,H,W) float, "mask": (B,H,W) int64} (or (image, mask) tuples).
 ``fit(cfg, run_dir)`` builds everything from the config, trains for ``cfg.train.epochs`` epochs with
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from pyseg.config import Config
+from pyseg.progress import with_progress
 from pyseg.training import build, distributed as D, loaders
 from pyseg.training.checkpoint import get_rng_state, load_checkpoint, set_rng_state
 from pyseg.training.early_stopping import EarlyStopping
@@ -40,14 +41,6 @@ def _autocast(device: torch.device, amp_dtype):
     if amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
-def _progress(iterable, enabled: bool, desc: str, total: int):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
 
 def _check_finite(loss_sum, epoch: int, first: int, last: int) -> None:
@@ -79,7 +72,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, num_classes:
     n_images, checked = 0, 0
     optimizer.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
-    for i, batch in enumerate(_progress(loader, progress, f"train {epoch + 1}", n_batches)):
+    for i, batch in enumerate(with_progress(loader, n_batches, progress, f"train {epoch + 1}")):
         if i >= n_batches:
             break
         image, mask = _unpack(batch, device, channels_last)
@@ -122,7 +115,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, num_classes:
 
 
 @torch.no_grad()
-def evaluate(model, loader, *, device, num_classes: int, ignore_index: int = 255, amp_dtype=None,
+def validate(model, loader, *, device, num_classes: int, ignore_index: int = 255, amp_dtype=None,
              channels_last: bool = False, max_batches: int | None = None, progress: bool = False) -> dict:
     """Cross-entropy (mean over all valid pixels of the set) and segmentation metrics, reduced over ranks.
 
@@ -134,7 +127,7 @@ def evaluate(model, loader, *, device, num_classes: int, ignore_index: int = 255
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_pixels = torch.zeros((), dtype=torch.int64, device=device)
     n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
-    for i, batch in enumerate(_progress(loader, progress, "val", n_batches)):
+    for i, batch in enumerate(with_progress(loader, n_batches, progress, "val")):
         if i >= n_batches:
             break
         image, mask = _unpack(batch, device, channels_last)
@@ -196,6 +189,29 @@ def _fill_ram_caches(datasets, cache: str) -> None:
             fill_ram_cache(ds)
 
 
+def _resume(run_dir: Path, info, model, optimizer, scheduler, scaler, stopper, files):
+    """Load checkpoints/last.pt into the run's objects; returns (start_epoch, best_miou, history, lr_log)."""
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    start_epoch, best_miou = int(ckpt["epoch"]), float(ckpt["best_miou"])
+    stopper.load_state_dict(ckpt.get("early_stopping") or {})
+    history, lr_log = files.load_history(start_epoch)
+    rng = ckpt["rng"]
+    if isinstance(rng, list):  # saved by a DDP run: one entry per rank
+        if len(rng) != info.world_size:
+            log.warning("checkpoint has RNG states of %d ranks, this run has %d: the random streams will "
+                        "differ from an uninterrupted run", len(rng), info.world_size)
+        rng = rng[info.rank % len(rng)]
+    set_rng_state(rng)
+    log.info("resumed from %s at epoch %d (best mIoU %.4f)", run_dir / "checkpoints" / "last.pt",
+             start_epoch, best_miou)
+    return start_epoch, best_miou, history, lr_log
+
+
 def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None, progress: bool = False) -> dict:
     """Train ``cfg`` into ``run_dir``; returns {"best_miou", "best_epoch", "epochs_run", "stopped_early",
     "history"}.
@@ -251,24 +267,8 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
         files.start(cfg)
     start_epoch, best_miou, history, lr_log = 0, -math.inf, [], []
     if resume:
-        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best_miou = int(ckpt["epoch"]), float(ckpt["best_miou"])
-        stopper.load_state_dict(ckpt.get("early_stopping") or {})
-        history, lr_log = files.load_history(start_epoch)
-        rng = ckpt["rng"]
-        if isinstance(rng, list):  # saved by a DDP run: one entry per rank
-            if len(rng) != info.world_size:
-                log.warning("checkpoint has RNG states of %d ranks, this run has %d: the random streams will "
-                            "differ from an uninterrupted run", len(rng), info.world_size)
-            rng = rng[info.rank % len(rng)]
-        set_rng_state(rng)
-        log.info("resumed from %s at epoch %d (best mIoU %.4f)", run_dir / "checkpoints" / "last.pt",
-                 start_epoch, best_miou)
+        start_epoch, best_miou, history, lr_log = _resume(run_dir, info, model, optimizer, scheduler, scaler,
+                                                          stopper, files)
 
     ckpt_base = {"model_name": cfg.model.name, "model_kwargs": build.checkpoint_model_kwargs(cfg.model.kwargs),
                  "num_classes": num_classes, "class_names": class_names, "config": cfg.to_dict()}
@@ -285,7 +285,7 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
                                 max_batches=n_batches, log_every=cfg.train.log_every,
                                 progress=progress and info.is_main, epoch=epoch, lr_log=lr_log)
         D.broadcast_buffers(model)  # same BatchNorm statistics on every rank
-        val = evaluate(net, val_loader, device=device, num_classes=num_classes,
+        val = validate(net, val_loader, device=device, num_classes=num_classes,
                        ignore_index=cfg.data.ignore_index, amp_dtype=amp_dtype,
                        channels_last=cfg.train.channels_last, max_batches=cfg.train.max_val_batches,
                        progress=progress and info.is_main)

@@ -16,53 +16,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import math
 from pathlib import Path
 
-from pyseg.config import Config, atomic_write_text, save_config
+from pyseg.config import Config, save_config
+from pyseg.fileio import atomic_write_text
+from pyseg.training.csv_tables import csv_text, read_csv
 from pyseg.training.checkpoint import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_miou", "val_miou_per_image", "val_pixel_acc",
                   "train_miou", "train_pixel_acc", "lr", "seconds"]
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else repr(v)
-    return str(v)
-
-
-def csv_text(header: list[str], rows) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for r in rows:
-        w.writerow([_fmt(v) for v in r])
-    return buf.getvalue()
-
-
-def read_csv(path: Path) -> tuple[list[str], list[dict]]:
-    """(header, rows as dicts of floats; ints for integral columns 'epoch' and 'step')."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = []
-        for r in reader:
-            row = {}
-            for k, v in r.items():
-                if k in ("epoch", "step", "class_id"):
-                    row[k] = int(v)
-                else:
-                    try:
-                        row[k] = float(v)
-                    except (TypeError, ValueError):
-                        row[k] = v
-            rows.append(row)
-        return list(reader.fieldnames or []), rows
 
 
 class RunFiles:
@@ -134,7 +99,7 @@ class RunFiles:
             self.tb.flush()
         if plots:
             try:
-                from pyseg.plots import plot_run
+                from pyseg.training.plots import plot_run
 
                 plot_run(self.dir)
             except ImportError as e:  # matplotlib missing: the run itself is fine

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def accumulate_predictions(predictions: Iterable, num_classes: int, ignore_index: int | None = 255,
                            size: int | None = None) -> dict:
-    """The metric state of :class:`pyseg.predict.ImagePrediction` items that carry ground truth, before any
+    """The metric state of :class:`pyseg.inference.predict.ImagePrediction` items that carry ground truth, before any
     mean is taken: {"images": n, "no_crf": SegMetrics, "crf": SegMetrics or None}. States of disjoint parts
     (e.g. one per rank, in dataset order) combine with :func:`summarize`.
 
@@ -82,7 +82,7 @@ def evaluate(model, dataset, *, crf=None, ignore_index: int | None = 255, size: 
     """Predict ``dataset`` (labelled) and return :func:`evaluate_predictions`'s dict (+ "seconds")."""
     import time
 
-    from pyseg.predict import predict_dataset
+    from pyseg.inference.predict import predict_dataset
 
     t0 = time.perf_counter()
     res = evaluate_predictions(predict_dataset(model, dataset, crf=crf, **predict_kwargs),
@@ -125,7 +125,7 @@ def plot_confusion_matrix(cm: np.ndarray, path, class_names: Sequence[str] | Non
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from pyseg.submission import atomic_write_bytes
+    from pyseg.fileio import atomic_write_bytes
 
     cm = np.asarray(cm, dtype=np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -154,5 +154,5 @@ def plot_confusion_matrix(cm: np.ndarray, path, class_names: Sequence[str] | Non
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), create_parent=False)
     return path

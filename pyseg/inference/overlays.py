@@ -64,7 +64,7 @@ def save_overlay(out_dir, prediction, palette=None, alpha: float = 0.5) -> Path:
     """Write ``<out_dir>/<image_id with / as _>.png`` for an ImagePrediction; returns the path."""
     from PIL import Image
 
-    from pyseg.submission import atomic_write_bytes
+    from pyseg.fileio import atomic_write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,5 +73,5 @@ def save_overlay(out_dir, prediction, palette=None, alpha: float = 0.5) -> Path:
     buf = io.BytesIO()
     Image.fromarray(strip).save(buf, format="PNG")
     path = out_dir / f"{_safe_name(prediction.image_id)}.png"
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), create_parent=False)
     return path

@@ -3,11 +3,13 @@ its classes against the data's, the input size it was trained at, the json and t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
-def load_checkpoint(path, device="cpu"):
+from pyseg.fileio import read_json
+
+
+def load_trained_model(path, device="cpu"):
     """(model in eval mode on ``device``, checkpoint dict) via ``pyseg.training.checkpoint.load_model``.
 
     Any failure (missing file, not a checkpoint, weights of another architecture or class count) is
@@ -59,12 +61,7 @@ def resolve_ann(root, ann_file) -> Path:
 def check_images_exist(root, ann_file) -> list[dict]:
     """The json's ``images`` entries, after checking the json has images and that every file exists."""
     ann_file = resolve_ann(root, ann_file)
-    try:
-        data = json.loads(ann_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"annotation file {ann_file} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"annotation file {ann_file} is not valid JSON: {e}") from None
+    data = read_json(ann_file, "annotation file")
     images = data.get("images") if isinstance(data, dict) else None
     if not images:
         raise ValueError(f"annotation file {ann_file} has no images")

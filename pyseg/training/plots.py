@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyseg.fileio import atomic_write
+from pyseg.training.csv_tables import read_csv
 
 
 def _plt():
@@ -31,8 +32,6 @@ def _save(fig, path: Path) -> None:
 
 
 def _load(run_dir: Path):
-    from pyseg.training.run_files import read_csv
-
     metrics = read_csv(run_dir / "metrics.csv")[1] if (run_dir / "metrics.csv").is_file() else []
     lr_header, lr_rows = read_csv(run_dir / "lr.csv") if (run_dir / "lr.csv").is_file() else ([], [])
     return metrics, lr_header, lr_rows
@@ -79,7 +78,7 @@ def plot_compare(run_dirs, out_path, labels=None) -> Path:
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise ValueError("plot_compare needs at least one run directory")
-    labels = list(labels) if labels is not None else [_label(d, run_dirs) for d in run_dirs]
+    labels = list(labels) if labels is not None else [run_label(d, run_dirs) for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
     plt = _plt()
@@ -119,7 +118,7 @@ def _integer_ticks(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _label(d: Path, all_dirs: list[Path]) -> str:
+def run_label(d: Path, all_dirs: list[Path]) -> str:
     """Shortest distinguishing label: the folder name, or parent/name when names repeat (runs/x/v1)."""
     names = [p.name for p in all_dirs]
     return f"{d.parent.name}/{d.name}" if names.count(d.name) > 1 else d.name

@@ -16,7 +16,6 @@ Pipeline for a batch of raw images (H_i, W_i, 3) uint8 RGB:
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -26,15 +25,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-# Re-exported: callers and tests import these from pyseg.predict.
-from pyseg.predict_inputs import (  # noqa: F401
-    check_classes,
-    check_images_exist,
-    input_size_from_checkpoint,
-    load_checkpoint,
-    open_dataset,
-    resolve_ann,
-)
+from pyseg.fileio import read_json
+from pyseg.progress import with_progress
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +65,9 @@ def parse_tta(spec: str | None) -> TTA:
         try:
             s = float(tok)
         except ValueError:
-            raise ValueError(f"--tta: expected 'flip' and/or scale factors like 0.75,1,1.25, got {tok!r}") from None
+            raise ValueError(f"tta: expected 'flip' and/or scale factors like 0.75,1,1.25, got {tok!r}") from None
         if not math.isfinite(s) or not 0.1 <= s <= 4:
-            raise ValueError(f"--tta: scale factors must lie in [0.1, 4], got {tok!r}")
+            raise ValueError(f"tta: scale factors must lie in [0.1, 4], got {tok!r}")
         scales.append(s)
     return TTA(flip, tuple(dict.fromkeys(scales)) or (1.0,))
 
@@ -94,18 +86,13 @@ def resolve_crf(spec):
         return CRFParams.preset(s)
     p = Path(s)
     if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"--crf: parameter file {p} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--crf: {p} is not valid JSON: {e}") from None
+        data = read_json(p, "crf: parameter file")
         data = data.get("params", data) if isinstance(data, dict) else data
         try:
             return CRFParams(**data)
         except TypeError as e:
-            raise ValueError(f"--crf: {p} does not hold CRF parameters: {e}") from None
-    raise ValueError(f"--crf: expected 'off', a preset ({', '.join(CRFParams.presets())}) or a .json "
+            raise ValueError(f"crf: {p} does not hold CRF parameters: {e}") from None
+    raise ValueError(f"crf: expected 'off', a preset ({', '.join(CRFParams.presets())}) or a .json "
                      f"file of parameters, got {s!r}")
 
 
@@ -248,9 +235,9 @@ def resolve_crf_device(crf_device: str, model_device) -> str:
     import torch
 
     if crf_device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--crf-device must be auto, cpu or cuda, got {crf_device!r}")
+        raise ValueError(f"crf_device must be auto, cpu or cuda, got {crf_device!r}")
     if crf_device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--crf-device cuda needs a CUDA GPU, and none is available")
+        raise ValueError("crf_device cuda needs a CUDA GPU, and none is available")
     try:
         from pyseg.crf.backends import cuda_usable, require_cuda
     except ImportError as e:
@@ -263,7 +250,7 @@ def resolve_crf_device(crf_device: str, model_device) -> str:
             except RuntimeError as e:
                 why = str(e)
     if crf_device == "cuda" and not usable:
-        raise ValueError(f"--crf-device cuda: the CUDA CRF cannot run: {why}")
+        raise ValueError(f"crf_device cuda: the CUDA CRF cannot run: {why}")
     if crf_device == "auto":
         return "cuda" if str(model_device).startswith("cuda") and usable else "cpu"
     return crf_device
@@ -389,15 +376,6 @@ def predict_dataset(model, dataset, *, input_size: int | None = 512, tta: TTA = 
             pool.shutdown(wait=True)
 
 
-def with_progress(iterable, total: int, enabled: bool, desc: str = "predict"):
-    """``iterable`` wrapped in a tqdm bar when ``enabled`` (the CLI enables it only on a terminal)."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
 def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] | None = None,
                           size: int = 256, save_probs=None, vis_dir=None, palette=None,
                           class_names=None, meta: dict | None = None, progress: bool = False,
@@ -408,7 +386,7 @@ def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] |
     row is checked against it; None: ``dataset.image_ids()``, else read from the items). Each row is the final class
     map (after the CRF when on) resized to ``size`` x ``size`` with
     :func:`pyseg.submission.resize_nearest`. ``save_probs``: a directory for the probabilities
-    (format in :mod:`pyseg.probs_io`); ``vis_dir``: PNG overlays (:mod:`pyseg.vis`).
+    (format in :mod:`pyseg.inference.probs`); ``vis_dir``: PNG overlays (:mod:`pyseg.inference.overlays`).
     Returns {"rows", "seconds", "out"}.
     """
     import time
@@ -428,18 +406,18 @@ def predict_to_submission(model, dataset, out_csv, *, image_ids: Sequence[str] |
     probs_writer = None
     try:
         if save_probs is not None:
-            from pyseg.probs_io import ProbsWriter
+            from pyseg.inference.probs import ProbsWriter
 
             probs_writer = ProbsWriter(save_probs, num_classes, class_names, size, meta)
         keep = probs_writer is not None
         n = 0
         results = predict_dataset(model, dataset, keep_probs=keep, **predict_kwargs)
-        for r in with_progress(results, len(image_ids), progress):
+        for r in with_progress(results, len(image_ids), progress, "predict"):
             writer.write(r.image_id, submission.resize_nearest(r.final, size))
             if probs_writer is not None:
                 probs_writer.write(r.image_id, r.id, submission.resize_nearest(r.probs, size), *r.image.shape[:2])
             if vis_dir is not None:
-                from pyseg.vis import save_overlay
+                from pyseg.inference.overlays import save_overlay
                 save_overlay(vis_dir, r, palette)
             n += 1
         writer.close()

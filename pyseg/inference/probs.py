@@ -1,7 +1,7 @@
-"""``--save-probs`` directories: class probabilities saved by ``pyseg-predict`` for ensembling.
+"""Saved-probability directories (``pyseg-predict --save-probs``): class probabilities kept for ensembling.
 
 Format (written by :class:`ProbsWriter`, read by :func:`read_probs_index` and :func:`load_probs`,
-averaged into a submission by :func:`pyseg.submission.ensemble_probs`): a directory holding
+averaged into a submission by :func:`ensemble_probs`): a directory holding
 
 * ``index.json``: ``{"format": "pyseg-probs", "version": 1, "num_classes": C, "class_names": [...],
   "size": S, "dtype": "float16", "meta": {...}, "images": [{"image_id": file_name, "id": int,
@@ -23,15 +23,15 @@ from typing import Sequence
 
 import numpy as np
 
-from pyseg.fileio import atomic_write
-from pyseg.submission import atomic_write_bytes
+from pyseg.fileio import atomic_write, atomic_write_bytes, read_json
+from pyseg.submission import SubmissionWriter
 
 PROBS_FORMAT = "pyseg-probs"
 PROBS_VERSION = 1
 
 
 class ProbsWriter:
-    """Writes the ``--save-probs`` directory described in the module docstring."""
+    """Writes the directory described in the module docstring."""
 
     def __init__(self, out_dir, num_classes: int, class_names: Sequence[str] | None, size: int,
                  meta: dict | None = None):
@@ -39,9 +39,9 @@ class ProbsWriter:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ValueError(f"cannot create --save-probs directory {self.dir}: {e.strerror or e}") from None
+            raise ValueError(f"cannot create the probabilities directory {self.dir}: {e.strerror or e}") from None
         if not os.access(self.dir, os.W_OK | os.X_OK):
-            raise ValueError(f"--save-probs directory {self.dir} is not writable")
+            raise ValueError(f"the probabilities directory {self.dir} is not writable")
         self.num_classes = int(num_classes)
         self.class_names = list(class_names) if class_names is not None else None
         self.size = int(size)
@@ -63,20 +63,17 @@ class ProbsWriter:
         index = {"format": PROBS_FORMAT, "version": PROBS_VERSION, "num_classes": self.num_classes,
                  "class_names": self.class_names, "size": self.size, "dtype": "float16",
                  "meta": self.meta, "images": self.images}
-        atomic_write_bytes(self.dir / "index.json", json.dumps(index, indent=1).encode("utf-8"))
+        atomic_write_bytes(self.dir / "index.json", json.dumps(index, indent=1).encode("utf-8"),
+                           create_parent=False)
         return self.dir / "index.json"
 
 
 def read_probs_index(probs_dir) -> dict:
-    """The index.json of a ``--save-probs`` directory, checked."""
+    """The index.json of a saved-probabilities directory, checked."""
     p = Path(probs_dir) / "index.json"
-    try:
-        with open(p, encoding="utf-8") as f:
-            index = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{probs_dir} is not a --save-probs directory (no index.json)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON: {e}") from None
+    if not p.is_file():
+        raise ValueError(f"{probs_dir} is not a directory of saved probabilities (no index.json)")
+    index = read_json(p, "probabilities index")
     if not isinstance(index, dict) or index.get("format") != PROBS_FORMAT:
         raise ValueError(f"{p} is not a pyseg probabilities index (format != {PROBS_FORMAT!r})")
     if index.get("version") != PROBS_VERSION:
@@ -100,3 +97,46 @@ def load_probs(probs_dir, entry: dict, index: dict | None = None) -> np.ndarray:
         if p.shape != tuple(want):
             raise ValueError(f"{f}: probabilities of shape {p.shape}, index says {tuple(want)}")
     return p
+
+
+def ensemble_probs(probs_dirs: Sequence, out_csv, weights: Sequence[float] | None = None,
+                   expected_ids: Sequence[str] | None = None) -> Path:
+    """Average the probabilities of several saved-probability directories and write a submission.
+
+    All directories must hold the same images in the same order, the same class count (and class
+    names when recorded) and the same size. ``weights`` (one per directory, default equal) are
+    normalised to sum to 1. Returns the CSV path.
+    """
+    dirs = [Path(d) for d in probs_dirs]
+    if not dirs:
+        raise ValueError("an ensemble needs at least one directory of saved probabilities")
+    if weights is None:
+        weights = [1.0] * len(dirs)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(dirs),) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(dirs)} non-negative numbers with a positive sum, got {weights!r}")
+    w = w / w.sum()
+    indexes = [read_probs_index(d) for d in dirs]
+    ref = indexes[0]
+    ref_ids = [e["image_id"] for e in ref["images"]]
+    for d, ix in zip(dirs[1:], indexes[1:]):
+        for key in ("num_classes", "size"):
+            if ix[key] != ref[key]:
+                raise ValueError(f"{d}: {key} = {ix[key]}, but {dirs[0]} has {ref[key]}")
+        if ix.get("class_names") and ref.get("class_names") and ix["class_names"] != ref["class_names"]:
+            raise ValueError(f"{d}: class names differ from {dirs[0]}")
+        ids = [e["image_id"] for e in ix["images"]]
+        if ids != ref_ids:
+            raise ValueError(f"{d}: images differ from {dirs[0]} ({len(ids)} vs {len(ref_ids)} images, "
+                             "or another order)")
+    if expected_ids is not None and list(expected_ids) != ref_ids:
+        raise ValueError(f"the saved probabilities' images ({len(ref_ids)}) differ from the expected ones "
+                         f"({len(expected_ids)}, e.g. the json's)")
+    size, c = ref["size"], ref["num_classes"]
+    with SubmissionWriter(out_csv, ref_ids, size, c) as writer:
+        for i, entry in enumerate(ref["images"]):
+            acc = np.zeros((c, size, size), dtype=np.float32)
+            for k, (d, ix) in enumerate(zip(dirs, indexes)):
+                acc += np.float32(w[k]) * load_probs(d, ix["images"][i], ix)
+            writer.write(entry["image_id"], acc.argmax(0))
+    return Path(out_csv)

@@ -67,7 +67,7 @@ class TuneResult:
 
 def cache_probabilities(model, dataset, max_images: int | None = None, **predict_kwargs) -> list[CachedImage]:
     """Run the model once (no CRF) over the first ``max_images`` items; keep float16 probabilities."""
-    from pyseg.predict import predict_dataset
+    from pyseg.inference.predict import predict_dataset
 
     out = []
     for r in predict_dataset(model, dataset, crf=None, keep_probs=True, limit=max_images, **predict_kwargs):
@@ -82,7 +82,7 @@ def cache_probabilities(model, dataset, max_images: int | None = None, **predict
 def score_params(params: CRFParams | None, cache: Sequence[CachedImage], num_classes: int,
                  ignore_index: int | None = 255, num_threads: int | None = None, batch: int = 8) -> dict:
     """SegMetrics.compute() of the CRF with ``params`` (None: the model's own argmax) over the cache."""
-    from pyseg.predict import run_crf_grouped
+    from pyseg.inference.predict import run_crf_grouped
 
     m = SegMetrics(num_classes, ignore_index)
     for start in range(0, len(cache), batch):
