@@ -114,3 +114,30 @@ def test_shard_ranges_are_contiguous_balanced_and_in_order(world):
         assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
     with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 2"):
         shard_range(4, 2, 2)
+
+
+def test_cleanup_joins_the_gloo_threads_even_after_torchvision(tmp_path):
+    # torchvision imports torch._dynamo, which, imported after the group exists, kept it alive: its worker
+    # threads then outlived the interpreter and a rank aborted at exit now and then.
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pyseg.training import distributed as D\n"
+        "def threads():\n"
+        "    return len(os.listdir('/proc/self/task'))\n"
+        "before = threads()\n"
+        "D.init_distributed('gloo', 'cpu')\n"
+        "import torchvision  # noqa\n"
+        "assert threads() > before\n"
+        "D.gather_objects(os.environ['RANK'])\n"
+        "D.broadcast_object([1])\n"
+        "D.cleanup_distributed()\n"
+        "print('threads', before, threads(), flush=True)\n")
+    run_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(pyseg.__file__).parents[1]))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        run_env.pop(key, None)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = re.findall(r"threads (\d+) (\d+)", done.stdout)
+    assert len(counts) == 2 and all(a == b for a, b in counts), done.stdout

@@ -53,6 +53,9 @@ def init_distributed(backend: str = "auto", device_type: str = "cpu") -> DistInf
         backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
+    # torch._dynamo (imported by torchvision) holds the default group if imported after it exists: then
+    # destroy_process_group cannot join gloo's threads, which may abort the process at exit.
+    import torch._dynamo  # noqa: F401
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
     log.info("distributed: rank %d / %d, backend %s", info.rank, info.world_size, backend)
     return info
