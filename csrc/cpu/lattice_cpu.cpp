@@ -301,7 +301,7 @@ struct ChunkPoints {
     float f[Scratch<D>::kSize];
     const int64_t fw = bd.feat.width();
     int64_t p = b;
-#if defined(PYSEG_HAVE_AVX2_KERNELS)
+#if defined(PYSEG_HAVE_AVX2_OPS)
     if constexpr (D == 2 || D == 3 || D == 5) {
       // 8 lattice points at a time (bitwise the same as one by one); a group with a point out of range is
       // left to the scalar loop below, which reports it.
@@ -463,7 +463,7 @@ void LatticeBuild<D, Keys, Feat>::normalise() {
       for (int64_t p0 = b; p0 < e; p0 += kB) {
         const int64_t cnt = std::min(kB, e - p0);
         for (int64_t i = 0; i < cnt; ++i) sums[i] = ones_of(p0 + i);
-#if defined(PYSEG_HAVE_AVX2_KERNELS)
+#if defined(PYSEG_HAVE_AVX2_OPS)
         if (lattice_simd_enabled())
           symmetric_factors(sums, cnt, alpha, k);
         else

@@ -8,8 +8,9 @@
 int main(int argc, char** argv) {
   if (argc != 14) return 2;
   long B = atol(argv[1]), L = atol(argv[2]), H = atol(argv[3]), W = atol(argv[4]);
-  pyseg::gpu::Params prm{(float)atof(argv[5]), (float)atof(argv[6]), (float)atof(argv[7]), (float)atof(argv[8]),
-                         (float)atof(argv[9]), atoi(argv[10])};
+  const pyseg::crf::ImageParams prm{(float)atof(argv[5]), (float)atof(argv[6]), (float)atof(argv[7]),
+                                    (float)atof(argv[8]), (float)atof(argv[9])};
+  const int iterations = atoi(argv[10]);
   size_t np_ = (size_t)(B * L * H * W), nr = (size_t)(B * H * W * 3);
   std::vector<float> probs(np_), out(np_, -7.0f);
   std::vector<uint8_t> rgb(nr);
@@ -22,7 +23,7 @@ int main(int argc, char** argv) {
   int32_t counts[3];
   int64_t launches = 0;
   try {
-    pyseg::gpu::run_dense_crf_host(B, L, H, W, probs.data(), rgb.data(), prm, out.data(), counts, &launches);
+    pyseg::cuda::run_dense_crf_host(B, L, H, W, probs.data(), rgb.data(), prm, iterations, out.data(), counts, &launches);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 4;
