@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "cpu/crf_cpu.h"
-#include "cpu/kernels.h"
+#include "cpu/ops.h"
 #include "cpu/thread_pool.h"
 #include "crf/common.h"
 
@@ -82,7 +82,7 @@ class PyDenseCrf {
     CompatSpec c = make_compat(ctype, w, cvals, crf_.labels());
     pyseg::cpu::ArrayFeatures af{static_cast<const float*>(f.data()), (int)f.shape(0), (int64_t)f.shape(1)};
     py::gil_scoped_release nogil;
-    pyseg::cpu::with_executor(threads, [&](pyseg::cpu::Executor& ex) { crf_.add_kernel(af, c, norm, ex); });
+    pyseg::cpu::with_executor(threads, [&](pyseg::cpu::Executor& ex) { crf_.add_term(af, c, norm, ex); });
   }
 
   void add_gaussian(int width, int height, float sx, float sy, int ctype, float w, const py::object& cvals, int norm,
@@ -155,7 +155,7 @@ class PyDenseCrf {
 
   int64_t n() const { return crf_.n(); }
   int labels() const { return crf_.labels(); }
-  int num_kernels() const { return crf_.num_kernels(); }
+  int num_kernels() const { return crf_.num_terms(); }  // pydensecrf calls a pairwise term a kernel
   bool has_unary() const { return crf_.has_unary(); }
 
  private:
@@ -178,7 +178,7 @@ py::array_t<float> dense_crf(const py::array& probs, const py::array& image, flo
   const float* pp = static_cast<const float*>(probs.data());
   const uint8_t* ip = static_cast<const uint8_t*>(image.data());
   float* op = out.mutable_data();
-  pyseg::cpu::ImageCrfParams prm{gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
+  const pyseg::crf::ImageParams prm{gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
   {
     py::gil_scoped_release nogil;
     pyseg::cpu::dense_crf_images(b, (int)l, (int)h, (int)w, pp, ip, prm, iterations, op, threads);
@@ -260,8 +260,8 @@ PYBIND11_MODULE(_crf_cpu, m) {
       },
       py::arg("threads"), py::arg("nchunks"), py::arg("slow_below") = 0, py::arg("work_us") = 0,
       py::arg("throw_at") = -1, "Test hook of the thread pool (see tests/test_crf_pool.py).");
-  m.def("isa", [] { return std::string(pyseg::cpu::best_kernels().name); },
-        "Instruction set of the CPU kernels in use (avx2 or sse2; PYSEG_CPU_ISA=sse2 forces the baseline).");
+  m.def("isa", [] { return std::string(pyseg::cpu::best_ops().name); },
+        "Instruction set of the CPU ops in use (avx2 or sse2; PYSEG_CPU_ISA=sse2 forces the baseline).");
 
   py::class_<PyDenseCrf>(m, "DenseCRF")
       .def(py::init<int64_t, int>(), py::arg("n_points"), py::arg("n_labels"))

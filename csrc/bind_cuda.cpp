@@ -18,8 +18,8 @@ void dense_crf(std::uintptr_t probs, std::uintptr_t image, std::uintptr_t out, s
                float gaussian_compat, float bilateral_sxy, float bilateral_srgb, float bilateral_compat,
                int iterations, std::uintptr_t stream, int device) {
   if (device < 0) throw std::invalid_argument("dense_crf_cuda: device index must be >= 0, got " + std::to_string(device));
-  const pyseg::cuda::ImageCrfParams prm{gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
-                                        bilateral_compat};
+  const pyseg::crf::ImageParams prm{gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
+                                    bilateral_compat};
   py::gil_scoped_release release;
   pyseg::cuda::dense_crf_images(b, labels, h, w, reinterpret_cast<const float*>(probs),
                                 reinterpret_cast<const uint8_t*>(image), prm, iterations,

@@ -22,40 +22,7 @@ from pyseg.crf.params import CRFParams
 
 REPO = Path(__file__).resolve().parents[1]
 
-_EMU_MAIN = r"""
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
-#include "cuda/host_exec.cuh"
-int main(int argc, char** argv) {
-  if (argc != 14) return 2;
-  long B = atol(argv[1]), L = atol(argv[2]), H = atol(argv[3]), W = atol(argv[4]);
-  pyseg::gpu::Params prm{(float)atof(argv[5]), (float)atof(argv[6]), (float)atof(argv[7]), (float)atof(argv[8]),
-                         (float)atof(argv[9]), atoi(argv[10])};
-  size_t np_ = (size_t)(B * L * H * W), nr = (size_t)(B * H * W * 3);
-  std::vector<float> probs(np_), out(np_, -7.0f);
-  std::vector<uint8_t> rgb(nr);
-  FILE* f = fopen(argv[11], "rb");
-  if (!f || fread(probs.data(), 4, np_, f) != np_) return 3;
-  fclose(f);
-  f = fopen(argv[12], "rb");
-  if (!f || fread(rgb.data(), 1, nr, f) != nr) return 3;
-  fclose(f);
-  int32_t counts[3];
-  int64_t launches = 0;
-  try {
-    pyseg::gpu::run_dense_crf_host(B, L, H, W, probs.data(), rgb.data(), prm, out.data(), counts, &launches);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 4;
-  }
-  f = fopen(argv[13], "wb");
-  fwrite(out.data(), 4, np_, f);
-  fclose(f);
-  std::printf("%d %d %d %lld\n", counts[0], counts[1], counts[2], (long long)launches);
-  return 0;
-}
-"""
+_EMU_MAIN = REPO / "csrc" / "cuda" / "host_emulation_main.cpp"
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +31,9 @@ def emulator(tmp_path_factory) -> Path:
     if cxx is None:
         pytest.skip("no C++ compiler for the host emulation of the CUDA pipeline")
     d = tmp_path_factory.mktemp("emu")
-    (d / "emu.cpp").write_text(_EMU_MAIN)
     exe = d / "emu"
     r = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{REPO / 'csrc'}",
-                        str(d / "emu.cpp"), "-o", str(exe)], capture_output=True, text=True)
+                        str(_EMU_MAIN), "-o", str(exe)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return exe
 

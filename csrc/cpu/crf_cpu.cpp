@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "cpu/kernels.h"
+#include "cpu/ops.h"
 #include "cpu/profile.h"
 #include "crf/lattice.h"
 #include "crf/meanfield.h"
@@ -33,14 +33,14 @@ void check_compat(const CompatSpec& c, int labels) {
 }  // namespace
 
 DenseCrf::DenseCrf(int64_t n, int labels)
-    : ks_(&best_kernels()), n_(n), labels_(labels), lp_((labels + kLabelPad - 1) / kLabelPad * kLabelPad) {
+    : ops_(&best_ops()), n_(n), labels_(labels), lp_((labels + kLabelPad - 1) / kLabelPad * kLabelPad) {
   if (n < 1) throw std::invalid_argument("the CRF needs at least one point, got " + std::to_string(n));
   if (labels < 1) throw std::invalid_argument("the CRF needs at least one label, got " + std::to_string(labels));
   if (n > (int64_t)1 << 31) throw std::invalid_argument("too many points: " + std::to_string(n));
   neg_u_ = WsArray<float>((size_t)n * lp_);  // filled by set_unary*, or with zeros by ensure_unary()
 }
 
-void DenseCrf::add_compat(Kernel& k, const CompatSpec& c) {
+void DenseCrf::add_compat(PairwiseTerm& k, const CompatSpec& c) {
   check_compat(c, labels_);
   k.type = c.type;
   k.w = c.w;
@@ -55,15 +55,15 @@ void DenseCrf::add_compat(Kernel& k, const CompatSpec& c) {
   }
 }
 
-void DenseCrf::add_kernel(const ArrayFeatures& f, const CompatSpec& c, int normalization, Executor& ex) {
+void DenseCrf::add_term(const ArrayFeatures& f, const CompatSpec& c, int normalization, Executor& ex) {
   if (f.n != n_)
     throw std::invalid_argument("features have " + std::to_string(f.n) + " points, the CRF has " + std::to_string(n_));
-  std::unique_ptr<Kernel> k(new Kernel());
+  std::unique_ptr<PairwiseTerm> k(new PairwiseTerm());
   add_compat(*k, c);
   auto lat = std::make_shared<Lattice>();
   build_lattice(*lat, f, normalization, ex);
   k->latp = std::move(lat);
-  kernels_.push_back(std::move(k));
+  terms_.push_back(std::move(k));
 }
 
 void DenseCrf::add_gaussian(int width, int height, float sx, float sy, const CompatSpec& c, int normalization,
@@ -71,10 +71,10 @@ void DenseCrf::add_gaussian(int width, int height, float sx, float sy, const Com
   if ((int64_t)width * height != n_) throw std::invalid_argument("image size does not match the CRF's points");
   if (!(sx > 0 && sy > 0 && std::isfinite(sx) && std::isfinite(sy)))
     throw std::invalid_argument("Gaussian sigmas must be finite and > 0");
-  std::unique_ptr<Kernel> k(new Kernel());
+  std::unique_ptr<PairwiseTerm> k(new PairwiseTerm());
   add_compat(*k, c);
   k->latp = gaussian_lattice(n_, GaussianImageFeatures{width, sx, sy}, normalization, ex);
-  kernels_.push_back(std::move(k));
+  terms_.push_back(std::move(k));
 }
 
 void DenseCrf::add_bilateral(int width, int height, float sx, float sy, float sr, float sg, float sb,
@@ -82,16 +82,16 @@ void DenseCrf::add_bilateral(int width, int height, float sx, float sy, float sr
   if ((int64_t)width * height != n_) throw std::invalid_argument("image size does not match the CRF's points");
   for (float s : {sx, sy, sr, sg, sb})
     if (!(s > 0 && std::isfinite(s))) throw std::invalid_argument("bilateral sigmas must be finite and > 0");
-  std::unique_ptr<Kernel> k(new Kernel());
+  std::unique_ptr<PairwiseTerm> k(new PairwiseTerm());
   add_compat(*k, c);
   auto lat = std::make_shared<Lattice>();
   build_lattice(*lat, n_, BilateralImageFeatures{width, sx, sy, sr, sg, sb, rgb}, normalization, ex);
   k->latp = std::move(lat);
-  kernels_.push_back(std::move(k));
+  terms_.push_back(std::move(k));
 }
 
 void DenseCrf::ensure_buffers() {
-  for (auto& k : kernels_) {
+  for (auto& k : terms_) {
     const size_t rows = (size_t)k->lat().rows() * lp_;
     const size_t g = (size_t)(k->lat().m + 1) * lp_;
     for (auto& b : k->buf)
@@ -101,34 +101,34 @@ void DenseCrf::ensure_buffers() {
 
 void DenseCrf::splat_all(const float* qp, Executor& ex) {
   ensure_buffers();
-  // Chunks of the first kernel's lattice; every lattice of this CRF has the same chunks (they depend on n only).
-  if (kernels_.empty()) return;
-  ex.run(kernels_[0]->lat().nchunks, [&](int c) {
-    for (auto& k : kernels_) ks_->splat(k->lat(), c, qp, lp_, k->acc());
+  // Chunks of the first term's lattice; every lattice of this CRF has the same chunks (they depend on n only).
+  if (terms_.empty()) return;
+  ex.run(terms_[0]->lat().nchunks, [&](int c) {
+    for (auto& k : terms_) ops_->splat(k->lat(), c, qp, lp_, k->acc());
   });
 }
 
 void DenseCrf::propagate_all(Executor& ex) {
-  // All kernels together, phase by phase: the reduce of the chunks' partial sums (buf[cur]) into the other
-  // table, then blur pass j of every kernel with more than j axes, ping-pong between the two tables, a
-  // kernel's last pass writing its local rows for the slice directly (the distribute) into the table it does
-  // not read. Fewer, fuller parallel phases than kernel by kernel: each is a barrier, and a barrier costs most
+  // All terms together, phase by phase: the reduce of the chunks' partial sums (buf[cur]) into the other
+  // table, then blur pass j of every term with more than j axes, ping-pong between the two tables, a
+  // term's last pass writing its local rows for the slice directly (the distribute) into the table it does
+  // not read. Fewer, fuller parallel phases than term by term: each is a barrier, and a barrier costs most
   // where a thread is slow to get the CPU.
   struct Task {
-    Kernel* k;
+    PairwiseTerm* k;
     int64_t b, e;
   };
   std::vector<Task> tasks;
   const int64_t t = ex.threads();
   // The tasks of a phase, listed thread block by thread block: block k holds vertices [m k / t, m (k + 1) / t)
-  // of every kernel, in pieces, and the same number of tasks in every block, so that the pool's first share of
+  // of every term, in pieces, and the same number of tasks in every block, so that the pool's first share of
   // the list for thread k (Executor::run) is block k. A thread then blurs the same vertices in every pass and
   // mostly reads rows that it wrote itself, from its own cache. (Pieces in any order: the blur took up to twice
   // as long on this project's 2-vCPU VM whenever its two vCPUs were far apart.)
   auto make_tasks = [&](int j) {
     tasks.clear();
     for (int64_t blk = 0; blk < t; ++blk)
-      for (auto& kp : kernels_) {
+      for (auto& kp : terms_) {
         if (kp->lat().d + 1 <= j) continue;
         const int64_t m = kp->lat().m;
         const int64_t p = t == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(8, m / (1024 * t)));  // per block
@@ -137,17 +137,17 @@ void DenseCrf::propagate_all(Executor& ex) {
       }
   };
   int max_d1 = 0;
-  for (auto& kp : kernels_) max_d1 = std::max(max_d1, kp->lat().d + 1);
+  for (auto& kp : terms_) max_d1 = std::max(max_d1, kp->lat().d + 1);
   make_tasks(0);
   ex.run((int)tasks.size(), [&](int i) {
     const Task& tk = tasks[i];
-    Kernel& k = *tk.k;
-    ks_->reduce(k.lat(), k.buf[k.cur].data(), lp_, k.buf[1 - k.cur].data(), tk.b, tk.e);
+    PairwiseTerm& k = *tk.k;
+    ops_->reduce(k.lat(), k.buf[k.cur].data(), lp_, k.buf[1 - k.cur].data(), tk.b, tk.e);
   });
   // The missing-neighbour rows (row m of both tables: it may hold a local row or stale values) <- 0. In
   // buf[cur] only after pass 0 has read the last of its local rows (below).
   auto zero_row_m = [&](int which) {
-    for (auto& kp : kernels_) {
+    for (auto& kp : terms_) {
       float* z = kp->buf[which == 0 ? 1 - kp->cur : kp->cur].data() + (size_t)kp->lat().m * lp_;
       std::fill(z, z + lp_, 0.0f);
     }
@@ -157,18 +157,18 @@ void DenseCrf::propagate_all(Executor& ex) {
     make_tasks(j);
     ex.run((int)tasks.size(), [&](int i) {
       const Task& tk = tasks[i];
-      Kernel& k = *tk.k;
+      PairwiseTerm& k = *tk.k;
       const int s = j % 2 == 0 ? 1 - k.cur : k.cur;  // the table pass j reads
       const float* src = k.buf[s].data();
       float* dst = k.buf[1 - s].data();
       const bool last = j == k.lat().d;
-      ks_->blur(k.lat(), j, src, dst, lp_, tk.b, tk.e, last ? dst : nullptr);
+      ops_->blur(k.lat(), j, src, dst, lp_, tk.b, tk.e, last ? dst : nullptr);
     });
     if (j == 0) zero_row_m(1);
   }
   // The local rows went to the table the last pass did not read: it holds the values, the other one receives
   // the next splat.
-  for (auto& kp : kernels_) {
+  for (auto& kp : terms_) {
     const int d = kp->lat().d;
     const int read_last = d % 2 == 0 ? 1 - kp->cur : kp->cur;
     kp->cur = read_last;
@@ -178,7 +178,7 @@ void DenseCrf::propagate_all(Executor& ex) {
 void DenseCrf::initial_q(float* qp, Executor& ex) {
   ensure_unary();
   ex.parallel_for(n_, [&](int64_t b, int64_t e) {
-    if (ks_->update(lp_, 0, nullptr, neg_u_.get(), b, e, qp, nullptr, labels_, n_)) return;
+    if (ops_->update(lp_, 0, nullptr, neg_u_.get(), b, e, qp, nullptr, labels_, n_)) return;
     for (int64_t p = b; p < e; ++p) {
       float* q = qp + p * lp_;
       const float* u = neg_u_.get() + p * lp_;
@@ -194,7 +194,7 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     if (out_lm) to_label_major(qp, out_lm, ex);
     return;
   }
-  const int nk = (int)kernels_.size();
+  const int nk = (int)terms_.size();
   if (nk == 0) {  // no pairwise term: every step gives softmax(-U)
     initial_q(qp, ex);
     if (out_lm) to_label_major(qp, out_lm, ex);
@@ -205,16 +205,16 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     splat_all(qp, ex);
   else if (!out_lm)
     throw std::logic_error("iterate without qp (the rows already splatted) needs out_lm");
-  std::vector<UpdateKernel> uks(nk);
-  const Lattice& lat0 = kernels_[0]->lat();
+  std::vector<UpdateTerm> uks(nk);
+  const Lattice& lat0 = terms_[0]->lat();
   PYSEG_PROFILE_TICK(prof, "first splat");
   for (int it = 0; it < iterations; ++it) {
     propagate_all(ex);
     PYSEG_PROFILE_TICK(prof, "blur");
     const bool last = it + 1 == iterations;
     for (int k = 0; k < nk; ++k) {
-      Kernel& kk = *kernels_[k];
-      uks[k] = UpdateKernel{&kk.lat(), kk.vals(), last ? nullptr : kk.acc(),
+      PairwiseTerm& kk = *terms_[k];
+      uks[k] = UpdateTerm{&kk.lat(), kk.vals(), last ? nullptr : kk.acc(),
                             crf::CompatView{kk.type, kk.w, kk.compat.data()}};
     }
     float* q_out = last && !out_lm ? qp : nullptr;
@@ -224,17 +224,17 @@ void DenseCrf::iterate(float* qp, int iterations, Executor& ex, float* out_lm) {
     ex.run(lat0.nchunks, [&](int c) {
       const int64_t pb = lat0.chunk_begin[c], pe = lat0.chunk_begin[c + 1];
       if (!last)
-        for (auto& kp : kernels_) clear_chunk_rows(kp->lat(), c, lp_, kp->acc());
-      if (ks_->update(lp_, nk, uks.data(), neg_u_.get(), pb, pe, q_out, lm, labels_, n_)) return;
+        for (auto& kp : terms_) clear_chunk_rows(kp->lat(), c, lp_, kp->acc());
+      if (ops_->update(lp_, nk, uks.data(), neg_u_.get(), pb, pe, q_out, lm, labels_, n_)) return;
       std::vector<float> msg((size_t)nk * lp_), q(lp_);
       std::vector<crf::CompatView> views(nk);
       for (int k = 0; k < nk; ++k) views[k] = uks[k].compat;
       for (int64_t p = pb; p < pe; ++p) {
         for (int k = 0; k < nk; ++k)
-          slice_pixel(kernels_[k]->lat(), p, uks[k].values, lp_, msg.data() + (size_t)k * lp_);
+          slice_pixel(terms_[k]->lat(), p, uks[k].values, lp_, msg.data() + (size_t)k * lp_);
         crf::meanfield_pixel(lp_, neg_u_.get() + p * lp_, nk, msg.data(), lp_, views.data(), q.data());
         for (int k = 0; k < nk; ++k)
-          if (uks[k].acc) splat_pixel(kernels_[k]->lat(), p, q.data(), lp_, uks[k].acc);
+          if (uks[k].acc) splat_pixel(terms_[k]->lat(), p, q.data(), lp_, uks[k].acc);
         if (q_out) std::copy(q.begin(), q.end(), q_out + p * lp_);
         if (lm)
           for (int l = 0; l < labels_; ++l) lm[(int64_t)l * n_ + p] = q[l];
@@ -292,7 +292,7 @@ double DenseCrf::kl_divergence(const float* q, Executor& ex) {
   ensure_unary();
   wvec<float> qp((size_t)n_ * lp_);
   from_label_major(q, qp.data(), ex);
-  const int nk = (int)kernels_.size();
+  const int nk = (int)terms_.size();
   if (nk > 0) filter_all(qp.data(), ex);
   const int nchunks = std::max(1, ex.threads());
   std::vector<double> part(nchunks, 0.0);
@@ -307,9 +307,9 @@ double DenseCrf::kl_divergence(const float* q, Executor& ex) {
         s += (double)(-nu[l]) * qq[l];
       }
       for (int k = 0; k < nk; ++k) {
-        slice_pixel(kernels_[k]->lat(), p, kernels_[k]->vals(), lp_, msg.data());
+        slice_pixel(terms_[k]->lat(), p, terms_[k]->vals(), lp_, msg.data());
         std::fill(acc.begin(), acc.end(), 0.0f);
-        const crf::CompatView v{kernels_[k]->type, kernels_[k]->w, kernels_[k]->compat.data()};
+        const crf::CompatView v{terms_[k]->type, terms_[k]->w, terms_[k]->compat.data()};
         crf::subtract_compat(lp_, v, msg.data(), acc.data());  // acc = -C(K q)
         for (int l = 0; l < labels_; ++l) s -= (double)qq[l] * acc[l];
       }

@@ -1,4 +1,4 @@
-// CPU dense CRF: mean-field inference over any number of lattice kernels (no Python types here).
+// CPU dense CRF: mean-field inference over any number of pairwise terms (each a lattice) (no Python types here).
 //
 // Internally Q, -U and lattice values are rows of `lp` floats (the labels padded to a multiple of 4) so that a
 // pixel's or vertex's labels are contiguous; padded lanes carry crf::kPadEnergy and stay exactly 0.
@@ -11,11 +11,12 @@
 #include <memory>
 #include <vector>
 
-#include "cpu/kernels.h"
+#include "cpu/ops.h"
 #include "cpu/lattice_cpu.h"
 #include "cpu/thread_pool.h"
 #include "cpu/workspace.h"
 #include "crf/common.h"
+#include "crf/params.h"
 
 namespace pyseg {
 namespace cpu {
@@ -33,20 +34,20 @@ class DenseCrf {
 
   int64_t n() const { return n_; }
   int labels() const { return labels_; }
-  int num_kernels() const { return (int)kernels_.size(); }
+  int num_terms() const { return (int)terms_.size(); }
 
   // U (labels, n) energies (validated: finite).
   void set_unary(const float* u);
   // -log(clip(p, clip, 1)) from probabilities (labels, n) (validated: finite, in [0, 1], sums within tol of
   // 1). When q0 is given (n * lp), it receives softmax(-U), the starting point of inference.
   void set_unary_from_probs(const float* p, float clip, float sum_tol, float* q0, Executor& ex);
-  // The same, with softmax(-U) splatted straight into every kernel's rows (for iterate(nullptr, ...)); needs
-  // the kernels added first and can_splat_unary().
+  // The same, with softmax(-U) splatted straight into every term's rows (for iterate(nullptr, ...)); needs
+  // the terms added first and can_splat_unary().
   void set_unary_from_probs_splat(const float* p, float clip, float sum_tol, Executor& ex);
   bool can_splat_unary() const;
   bool has_unary() const { return has_unary_; }
 
-  void add_kernel(const ArrayFeatures& f, const CompatSpec& c, int normalization, Executor& ex);
+  void add_term(const ArrayFeatures& f, const CompatSpec& c, int normalization, Executor& ex);
   void add_gaussian(int width, int height, float sx, float sy, const CompatSpec& c, int normalization,
                     Executor& ex);
   void add_bilateral(int width, int height, float sx, float sy, float sr, float sg, float sb, const uint8_t* rgb,
@@ -63,7 +64,7 @@ class DenseCrf {
 
   // Pixel-major padded buffers (n * lp) for the fast path.
   int lp() const { return lp_; }
-  const char* isa() const { return ks_->name; }
+  const char* isa() const { return ops_->name; }
   void initial_q(float* qp, Executor& ex);
   // `iterations` steps from qp (n * lp); the final Q goes to out_lm as (labels, n) when given, else to qp.
   // qp == nullptr: from the rows set_unary_from_probs_splat splatted (out_lm required).
@@ -72,7 +73,7 @@ class DenseCrf {
   void from_label_major(const float* q, float* qp, Executor& ex) const;
 
  private:
-  struct Kernel {
+  struct PairwiseTerm {
     std::shared_ptr<const Lattice> latp;  // shared with the Gaussian lattice cache, read-only
     const Lattice& lat() const { return *latp; }
     int type;
@@ -87,36 +88,31 @@ class DenseCrf {
     float* acc() { return buf[cur].data(); }
     float* vals() { return buf[1 - cur].data(); }
   };
-  void add_compat(Kernel& k, const CompatSpec& c);
+  void add_compat(PairwiseTerm& k, const CompatSpec& c);
   void ensure_buffers();
   void ensure_unary();  // zeros when no unary was set
   [[noreturn]] void throw_bad_probs(const float* prob, float sum_tol) const;  // the first bad pixel's message
-  void splat_all(const float* qp, Executor& ex);  // every kernel's acc <- splat of qp
-  void propagate_all(Executor& ex);              // every kernel's vals <- blur of its reduced acc
+  void splat_all(const float* qp, Executor& ex);  // every term's acc <- splat of qp
+  void propagate_all(Executor& ex);              // every term's vals <- blur of its reduced acc
   void filter_all(const float* qp, Executor& ex) {
     splat_all(qp, ex);
     propagate_all(ex);
   }
 
   static constexpr int64_t kBlock = 256;  // pixels per block of a (labels, n) <-> (n, lp) transpose
-  const KernelSet* ks_;
+  const OpsSet* ops_;
   int64_t n_;
   int labels_;
   int lp_;
   bool has_unary_ = false;
   WsArray<float> neg_u_;  // n * lp
-  std::vector<std::unique_ptr<Kernel>> kernels_;
-};
-
-struct ImageCrfParams {
-  float gaussian_sxy, gaussian_compat;
-  float bilateral_sxy, bilateral_srgb, bilateral_compat;
+  std::vector<std::unique_ptr<PairwiseTerm>> terms_;
 };
 
 // Batch of b images: probs (b, labels, h, w) float32 probabilities, rgb (b, h, w, 3) uint8 -> out (b, labels, h, w).
-// A kernel with compat 0 is skipped. Threads go across images when b >= threads, else within each image.
+// A term with compat 0 is skipped. Threads go across images when b >= threads, else within each image.
 void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, const uint8_t* rgb,
-                      const ImageCrfParams& prm, int iterations, float* out, int threads);
+                      const crf::ImageParams& prm, int iterations, float* out, int threads);
 
 }  // namespace cpu
 }  // namespace pyseg

@@ -1,4 +1,4 @@
-// dense_crf_images: the pyseg way in (a batch of images, the preset kernels), threads across images or
+// dense_crf_images: the pyseg way in (a batch of images, the preset's two pairwise terms), threads across images or
 // within each.
 #include <atomic>
 #include <stdexcept>
@@ -12,7 +12,7 @@ namespace pyseg {
 namespace cpu {
 
 void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, const uint8_t* rgb,
-                      const ImageCrfParams& prm, int iterations, float* out, int threads) {
+                      const crf::ImageParams& prm, int iterations, float* out, int threads) {
   if (b < 1 || labels < 1 || h < 1 || w < 1)
     throw std::invalid_argument("dense_crf needs at least one image, label and pixel");
   if (iterations < 0) throw std::invalid_argument("iterations must be >= 0, got " + std::to_string(iterations));
@@ -32,7 +32,7 @@ void dense_crf_images(int64_t b, int labels, int h, int w, const float* probs, c
       crf.add_bilateral(w, h, prm.bilateral_sxy, prm.bilateral_sxy, prm.bilateral_srgb, prm.bilateral_srgb,
                         prm.bilateral_srgb, rgb + i * n * 3, c, crf::NORMALIZE_SYMMETRIC, ex);
     }
-    PYSEG_PROFILE_TICK(prof, "kernels");
+    PYSEG_PROFILE_TICK(prof, "terms");
     if (iterations > 0 && crf.can_splat_unary()) {
       // The unary and the first splat in one pass: no starting-Q buffer.
       crf.set_unary_from_probs_splat(probs + i * per, 1e-5f, 1e-3f, ex);

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "cpu/crf_cpu.h"
-#include "cpu/kernels.h"
+#include "cpu/ops.h"
 #include "crf/meanfield.h"
 
 namespace pyseg {
@@ -46,12 +46,12 @@ void DenseCrf::set_unary(const float* u) {
 }
 
 void DenseCrf::set_unary_from_probs(const float* prob, float clip, float sum_tol, float* q0, Executor& ex) {
-  // The ISA's unary kernel per range of pixels (validate, log, into rows); q0 (n, lp) gets softmax(-U) =
+  // The ISA's unary op per range of pixels (validate, log, into rows); q0 (n, lp) gets softmax(-U) =
   // clip(p) / sum(clip(p)) directly.
   std::atomic<int64_t> first_bad{-1};
   ex.parallel_for(n_, [&](int64_t b0, int64_t e0) {
     float* q0_rows = q0 ? q0 + b0 * lp_ : nullptr;
-    if (!ks_->unary(lp_, prob, n_, labels_, b0, e0, clip, sum_tol, neg_u_.get(), q0_rows)) {
+    if (!ops_->unary(lp_, prob, n_, labels_, b0, e0, clip, sum_tol, neg_u_.get(), q0_rows)) {
       int64_t expected = -1;
       first_bad.compare_exchange_strong(expected, b0);
     }
@@ -84,28 +84,28 @@ void DenseCrf::throw_bad_probs(const float* prob, float sum_tol) const {
   throw std::logic_error("a block reported bad probabilities that the scan did not find");
 }
 
-bool DenseCrf::can_splat_unary() const { return !kernels_.empty(); }
+bool DenseCrf::can_splat_unary() const { return !terms_.empty(); }
 
 void DenseCrf::set_unary_from_probs_splat(const float* prob, float clip, float sum_tol, Executor& ex) {
-  if (!can_splat_unary()) throw std::logic_error("set_unary_from_probs_splat needs the kernels added first");
+  if (!can_splat_unary()) throw std::logic_error("set_unary_from_probs_splat needs the pairwise terms added first");
   ensure_buffers();
   // Chunk by chunk (every lattice of this CRF has the same chunks): blocks of kBlock pixels get their unary
-  // rows and softmax(-U) in a small buffer, splatted at once into every kernel's rows: the starting Q never
+  // rows and softmax(-U) in a small buffer, splatted at once into every term's rows: the starting Q never
   // goes through memory (no n x lp buffer, no second pass over it).
   std::atomic<int64_t> first_bad{-1};
-  const Lattice& lat0 = kernels_[0]->lat();
+  const Lattice& lat0 = terms_[0]->lat();
   ex.run(lat0.nchunks, [&](int c) {
     const int64_t pb = lat0.chunk_begin[c], pe = lat0.chunk_begin[c + 1];
-    for (auto& k : kernels_) clear_chunk_rows(k->lat(), c, lp_, k->acc());
+    for (auto& k : terms_) clear_chunk_rows(k->lat(), c, lp_, k->acc());
     std::vector<float> qb((size_t)kBlock * lp_);
     for (int64_t b = pb; b < pe; b += kBlock) {
       const int64_t e = std::min(pe, b + kBlock);
-      if (!ks_->unary(lp_, prob, n_, labels_, b, e, clip, sum_tol, neg_u_.get(), qb.data())) {
+      if (!ops_->unary(lp_, prob, n_, labels_, b, e, clip, sum_tol, neg_u_.get(), qb.data())) {
         int64_t expected = -1;
         first_bad.compare_exchange_strong(expected, b);
         return;
       }
-      for (auto& k : kernels_) ks_->splat_rows(k->lat(), b, (int)(e - b), qb.data(), lp_, k->acc());
+      for (auto& k : terms_) ops_->splat_rows(k->lat(), b, (int)(e - b), qb.data(), lp_, k->acc());
     }
   });
   if (first_bad.load() >= 0) throw_bad_probs(prob, sum_tol);

@@ -9,7 +9,7 @@
 
 #include <immintrin.h>
 
-#include "cpu/kernels.h"
+#include "cpu/ops.h"
 
 namespace pyseg {
 namespace cpu {

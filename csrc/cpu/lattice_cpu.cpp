@@ -23,7 +23,7 @@ namespace cpu {
 namespace {
 
 // Array size for per-point scratch (d+2 entries); a struct constant because GCC 12 crashes on a local
-// constexpr used inside the lambdas below.
+// constexpr used inside lambdas.
 template <int D>
 struct Scratch {
   static constexpr int kSize = (D > 0 ? D : crf::kMaxDim) + 2;
@@ -158,12 +158,42 @@ bool plan_gaussian_grid(const ImageTables& t, int64_t n, GridPlan& plan) {
   return true;
 }
 
+// One lattice build over n points (build_keys): the lattice being filled, its inputs and the vertex tables,
+// in four steps that each leave the state the next one reads:
+//   lattice_points   each point's simplex (rem0, rank) and barycentric weights, its vertices numbered in its
+//                    chunk's table (offsets hold chunk-relative rows until normalise)
+//   merge_vertices   the global vertices: the chunks' keys merged in chunk order (local row k -> to_global[k])
+//   find_neighbours  the blur neighbours of every vertex
+//   normalise        norm = filter(ones), folded into the weights or kept as pre/post factors per point
 template <int D, class Keys, class Feat>
-void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normalization, Executor& ex,
-                const GridPlan* plan) {
-  constexpr bool kGrid = std::is_same<Keys, KeyGrid>::value;
-  const int d = D > 0 ? D : d_rt;
-  const int d1 = d + 1;
+struct LatticeBuild {
+  static constexpr bool kGrid = std::is_same<Keys, KeyGrid>::value;
+  Lattice& lat;
+  const Feat& feat;
+  const int normalization;
+  Executor& ex;
+  const GridPlan* plan;  // KeyGrid boxes (kGrid only)
+  const int d, d1;
+  const crf::LatticeScales sc;
+  std::vector<Keys> local;   // per chunk: the vertices its points touch (its local rows)
+  std::vector<int64_t> bad;  // per chunk: its first point out of the lattice's range, or -1
+  Keys table;                // the global vertices (merge_vertices)
+  int64_t rows = 0;          // local rows of all chunks
+
+  LatticeBuild(Lattice& lat_, int d_rt, int64_t n, const Feat& feat_, int normalization_, Executor& ex_,
+               const GridPlan* plan_);
+  void lattice_points();
+  void merge_vertices();
+  void find_neighbours();
+  void normalise();
+};
+
+// Sizes the lattice's point arrays and cuts the points into chunks.
+template <int D, class Keys, class Feat>
+LatticeBuild<D, Keys, Feat>::LatticeBuild(Lattice& lat_, int d_rt, int64_t n, const Feat& feat_, int normalization_,
+                                          Executor& ex_, const GridPlan* plan_)
+    : lat(lat_), feat(feat_), normalization(normalization_), ex(ex_), plan(plan_), d(D > 0 ? D : d_rt), d1(d + 1),
+      sc(crf::make_lattice_scales(d)) {
   if (n <= 0) throw std::invalid_argument("lattice needs at least one point");
   if (n > (int64_t)std::numeric_limits<int32_t>::max() / d1)
     throw std::invalid_argument("too many points for the lattice: expected n * (d+1) < 2^31, got n = " +
@@ -175,15 +205,11 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   lat.nchunks = nchunks;
   lat.chunk_begin.resize(nchunks + 1);
   for (int c = 0; c <= nchunks; ++c) lat.chunk_begin[c] = std::min<int64_t>(n, (int64_t)c * chunk);
-  // Every entry is written by the point pass below (or the build throws).
+  // Every entry is written by lattice_points (or the build throws).
   lat.offsets.clear();
   lat.offsets.resize(n * d1);
   lat.bary.clear();
   lat.bary.resize(n * d1);
-  const crf::LatticeScales sc = crf::make_lattice_scales(d);
-  PYSEG_PROFILE_CLOCK(prof, "lattice d=" + std::to_string(d));
-
-  std::vector<Keys> local;
   local.reserve(nchunks);
   for (int c = 0; c < nchunks; ++c) {
     if constexpr (kGrid)
@@ -191,78 +217,91 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
     else
       local.emplace_back(d, chunk / 8 + 64);
   }
-  std::vector<int64_t> bad(nchunks, -1);
+  bad.assign(nchunks, -1);
+}
 
-  // 1) per chunk of points: lattice point, barycentric weights, vertices in the chunk's table (offsets hold
-  //    chunk-relative rows until step 4). Consecutive points often fall in the same simplex: then only the
-  //    weights change; a simplex seen a little earlier (e.g. in the row above) is found in a direct-mapped
-  //    simplex cache without hashing its d+1 vertices.
-  ex.run(nchunks, [&](int c) {
-    const int64_t b = lat.chunk_begin[c], e = lat.chunk_begin[c + 1];
-    Keys& tab = local[c];
-    if constexpr (kGrid) tab = plan->chunk[c].grid();
-    std::vector<SimplexSlot<D>> scache(D > 0 && !kGrid ? (size_t(1) << kSimplexCacheBits) : 0);
-    float f[Scratch<D>::kSize];
-    int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize], key[Scratch<D>::kSize];
-    int prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize];
+// The lattice points of one chunk and their vertices in the chunk's table. Consecutive points often fall in
+// the same simplex: then only the weights change; a simplex seen a little earlier (e.g. in the row above) is
+// found in a direct-mapped simplex cache without hashing its d+1 vertices.
+template <int D, class Keys, class Feat>
+struct ChunkPoints {
+  using Build = LatticeBuild<D, Keys, Feat>;
+  Build& bd;
+  Keys& tab;
+  const int d, d1;
+  std::vector<SimplexSlot<D>> scache;
+  int key[Scratch<D>::kSize];
+  int prev_rem0[Scratch<D>::kSize], prev_rank[Scratch<D>::kSize], ids[Scratch<D>::kSize];
+  bool have_prev = false;
+
+  ChunkPoints(Build& b, int c)
+      : bd(b), tab(b.local[c]), d(b.d), d1(b.d1),
+        scache(D > 0 && !Build::kGrid ? (size_t(1) << kSimplexCacheBits) : 0) {
+    if constexpr (Build::kGrid) tab = b.plan->chunk[c].grid();
     for (int i = 0; i < Scratch<D>::kSize; ++i) prev_rem0[i] = prev_rank[i] = ids[i] = 0;
-    float bary[Scratch<D>::kSize + 1];
-    bool have_prev = false;
-    // ids <- the chunk's rows of the simplex's d+1 vertices, inserting the new ones.
-    auto insert_vertices = [&](const int* rem0, const int* rank) {
-      for (int r = 0; r < d1; ++r) {
-        crf::vertex_key<D>(d, rem0, rank, r, key);
-        ids[r] = tab.find_or_insert(key);
+  }
+
+  // ids <- the chunk's rows of the simplex's d+1 vertices, inserting the new ones.
+  void insert_vertices(const int* rem0, const int* rank) {
+    for (int r = 0; r < d1; ++r) {
+      crf::vertex_key<D>(d, rem0, rank, r, key);
+      ids[r] = tab.find_or_insert(key);
+    }
+  }
+
+  // The same through a direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex
+  // hashing. Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) have it;
+  // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
+  void cached_vertices(const int* rem0, const int* rank) {
+    if constexpr (D == 0) {
+      insert_vertices(rem0, rank);
+    } else {
+      uint32_t rbits = 0, sh = 0;
+      for (int i = 0; i < d1; ++i) {
+        rbits |= (uint32_t)rank[i] << (3 * i);
+        sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
       }
-    };
-    // The same through a direct-mapped simplex cache (the simplices of the rows just above): on a hit, no vertex
-    // hashing. Only the fixed-dimension builds (D = 2, 3, 5: ranks fit 3 bits each, 3 * (D + 1) < 32) have it;
-    // the dynamic-d build (D = 0, d up to 32) would shift past 32 bits.
-    auto cached_vertices = [&](const int* rem0, const int* rank) {
-      if constexpr (D == 0) {
-        insert_vertices(rem0, rank);
-      } else {
-        uint32_t rbits = 0, sh = 0;
-        for (int i = 0; i < d1; ++i) {
-          rbits |= (uint32_t)rank[i] << (3 * i);
-          sh = (sh ^ (uint32_t)rem0[i]) * 0x9E3779B1u;
-        }
-        SimplexSlot<D>& slot = scache[((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits)];
-        bool same = slot.rbits == rbits;
-        for (int i = 0; i < d1 && same; ++i) same = slot.rem0[i] == rem0[i];
-        if (same) {
-          for (int r = 0; r < d1; ++r) ids[r] = slot.ids[r];
-          return;
-        }
-        insert_vertices(rem0, rank);
-        slot.rbits = rbits;
-        for (int i = 0; i < d1; ++i) slot.rem0[i] = rem0[i], slot.ids[i] = ids[i];
+      SimplexSlot<D>& slot = scache[((sh ^ rbits) * 0x85EBCA77u) >> (32 - kSimplexCacheBits)];
+      bool same = slot.rbits == rbits;
+      for (int i = 0; i < d1 && same; ++i) same = slot.rem0[i] == rem0[i];
+      if (same) {
+        for (int r = 0; r < d1; ++r) ids[r] = slot.ids[r];
+        return;
       }
-    };
-    // Places point p (its lattice point computed) in the chunk's vertices.
-    auto place = [&](int64_t p, const int* rem0, const int* rank, const float* bary) {
-      float* bo = lat.bary.data() + p * d1;
-      for (int r = 0; r < d1; ++r) bo[r] = bary[r];
-      int32_t* oo = lat.offsets.data() + p * d1;
-      // The previous point's simplex (consecutive points often share one): then only the weights change.
-      int diff = have_prev ? 0 : 1;
-      for (int i = 0; i < d1; ++i) diff |= (rem0[i] ^ prev_rem0[i]) | (rank[i] ^ prev_rank[i]);
-      if (diff != 0) {
-        if constexpr (kGrid)
-          insert_vertices(rem0, rank);  // a grid lookup is one array access: no simplex cache
-        else
-          cached_vertices(rem0, rank);
-        for (int i = 0; i < d1; ++i) {
-          prev_rem0[i] = rem0[i];
-          prev_rank[i] = rank[i];
-        }
-        have_prev = true;
+      insert_vertices(rem0, rank);
+      slot.rbits = rbits;
+      for (int i = 0; i < d1; ++i) slot.rem0[i] = rem0[i], slot.ids[i] = ids[i];
+    }
+  }
+
+  // Places point p (its lattice point computed) in the chunk's vertices.
+  void place(int64_t p, const int* rem0, const int* rank, const float* bary) {
+    float* bo = bd.lat.bary.data() + p * d1;
+    for (int r = 0; r < d1; ++r) bo[r] = bary[r];
+    int32_t* oo = bd.lat.offsets.data() + p * d1;
+    // The previous point's simplex (consecutive points often share one): then only the weights change.
+    int diff = have_prev ? 0 : 1;
+    for (int i = 0; i < d1; ++i) diff |= (rem0[i] ^ prev_rem0[i]) | (rank[i] ^ prev_rank[i]);
+    if (diff != 0) {
+      if constexpr (Build::kGrid)
+        insert_vertices(rem0, rank);  // a grid lookup is one array access: no simplex cache
+      else
+        cached_vertices(rem0, rank);
+      for (int i = 0; i < d1; ++i) {
+        prev_rem0[i] = rem0[i];
+        prev_rank[i] = rank[i];
       }
-      for (int r = 0; r < d1; ++r) oo[r] = ids[r];
-    };
-    const int64_t fw = feat.width();
+      have_prev = true;
+    }
+    for (int r = 0; r < d1; ++r) oo[r] = ids[r];
+  }
+
+  // Points [b, e); returns the first point out of the lattice's range, or -1.
+  int64_t run(int64_t b, int64_t e) {
+    float f[Scratch<D>::kSize];
+    const int64_t fw = bd.feat.width();
     int64_t p = b;
-#if defined(PYSEG_HAVE_AVX2_KERNELS)
+#if defined(PYSEG_HAVE_AVX2_OPS)
     if constexpr (D == 2 || D == 3 || D == 5) {
       // 8 lattice points at a time (bitwise the same as one by one); a group with a point out of range is
       // left to the scalar loop below, which reports it.
@@ -274,42 +313,52 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
           int64_t x = p % fw, y = p / fw;
           for (int l = 0; l < 8; ++l, ++x) {
             if (x == fw) x = 0, ++y;
-            feat(p + l, x, y, f);
+            bd.feat(p + l, x, y, f);
             for (int i = 0; i < D; ++i) f8[i * 8 + l] = f[i];
           }
-          if (!lattice_points8<D>(f8, sc, r8, k8, b8)) break;
+          if (!lattice_points8<D>(f8, bd.sc, r8, k8, b8)) break;
           for (int l = 0; l < 8; ++l) place(p + l, r8 + l * (D + 1), k8 + l * (D + 1), b8 + l * (D + 2));
         }
       }
     }
 #endif
+    int rem0[Scratch<D>::kSize], rank[Scratch<D>::kSize];
+    float bary[Scratch<D>::kSize + 1];
     int64_t fx = p % fw, fy = p / fw;
     for (; p < e; ++p, ++fx) {
       if (fx == fw) fx = 0, ++fy;
-      feat(p, fx, fy, f);
-      if (!crf::lattice_point<D>(d, f, sc, rem0, rank, bary)) {
-        bad[c] = p;
-        return;
-      }
+      bd.feat(p, fx, fy, f);
+      if (!crf::lattice_point<D>(d, f, bd.sc, rem0, rank, bary)) return p;
       place(p, rem0, rank, bary);
     }
+    return -1;
+  }
+};
+
+template <int D, class Keys, class Feat>
+void LatticeBuild<D, Keys, Feat>::lattice_points() {
+  ex.run(lat.nchunks, [&](int c) {
+    ChunkPoints<D, Keys, Feat> chunk(*this, c);
+    bad[c] = chunk.run(lat.chunk_begin[c], lat.chunk_begin[c + 1]);
   });
-  for (int c = 0; c < nchunks; ++c) {
+  for (int c = 0; c < lat.nchunks; ++c) {
     if (bad[c] >= 0) {
       float f[Scratch<D>::kSize];
       feat(bad[c], bad[c] % feat.width(), bad[c] / feat.width(), f);
       throw std::invalid_argument(overflow_message(d, bad[c], f));
     }
   }
+}
 
-  PYSEG_PROFILE_TICK(prof, "points");
-  // 2) the global vertices: the chunks' keys merged in chunk order (local row k -> to_global[k]).
+template <int D, class Keys, class Feat>
+void LatticeBuild<D, Keys, Feat>::merge_vertices() {
+  const int nchunks = lat.nchunks;
   lat.local_begin.assign(nchunks + 1, 0);
   for (int c = 0; c < nchunks; ++c) lat.local_begin[c + 1] = lat.local_begin[c] + local[c].size();
-  const int64_t rows = lat.local_begin[nchunks];  // <= n (d+1) < 2^31
+  rows = lat.local_begin[nchunks];  // <= n (d+1) < 2^31
   lat.to_global.clear();
   lat.to_global.resize(rows);
-  Keys table = [&] {
+  table = [&] {
     if constexpr (kGrid)
       return nchunks == 1 ? std::move(local[0]) : plan->all.grid();
     else
@@ -330,7 +379,8 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   const int m = table.size();
   lat.m = m;
 #ifdef PYSEG_PROFILE
-  std::fprintf(stderr, "lattice d=%d n=%lld m=%d rows=%lld chunks=%d\n", d, (long long)n, m, (long long)rows, nchunks);
+  std::fprintf(stderr, "lattice d=%d n=%lld m=%d rows=%lld chunks=%d\n", d, (long long)lat.n, m, (long long)rows,
+               nchunks);
 #endif
   // The local rows of each vertex, in chunk order (the reduce adds them in this order).
   lat.gather_start.assign(m + 1, 0);
@@ -338,13 +388,13 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   for (int v = 0; v < m; ++v) lat.gather_start[v + 1] += lat.gather_start[v];
   lat.gather_rows.clear();
   lat.gather_rows.resize(rows);
-  {
-    std::vector<int32_t> at(lat.gather_start.begin(), lat.gather_start.end() - 1);
-    for (int64_t k = 0; k < rows; ++k) lat.gather_rows[at[lat.to_global[k]]++] = (int32_t)k;
-  }
+  std::vector<int32_t> at(lat.gather_start.begin(), lat.gather_start.end() - 1);
+  for (int64_t k = 0; k < rows; ++k) lat.gather_rows[at[lat.to_global[k]]++] = (int32_t)k;
+}
 
-  PYSEG_PROFILE_TICK(prof, "merge");
-  // 3) blur neighbours.
+template <int D, class Keys, class Feat>
+void LatticeBuild<D, Keys, Feat>::find_neighbours() {
+  const int m = lat.m;
   lat.nbr.assign((size_t)d1 * m * 2, m);
   ex.parallel_for(m, [&](int64_t b, int64_t e) {
     // All 2(d+1) neighbour keys of a vertex first, their slots prefetched, then the probes.
@@ -367,13 +417,17 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       }
     }
   }, 2048);
+}
 
-  PYSEG_PROFILE_TICK(prof, "neighbours");
-  // 4) normalisation: norm = filter(ones) (alpha included), as the reference computes it. Its splat also
-  //    turns the chunk-relative offsets into rows of the concatenated local arrays.
+// norm = filter(ones) (alpha included), as the reference computes it. Its splat also turns the chunk-relative
+// offsets into rows of the concatenated local arrays.
+template <int D, class Keys, class Feat>
+void LatticeBuild<D, Keys, Feat>::normalise() {
+  const int m = lat.m;
+  const int64_t n = lat.n;
   const float alpha = crf::lattice_alpha(d);
   wvec<float> acc(rows, 0.0f), vl(rows), va(m + 1, 0.0f), vb(m + 1, 0.0f);
-  ex.run(nchunks, [&](int c) {
+  ex.run(lat.nchunks, [&](int c) {
     const int32_t base = (int32_t)lat.local_begin[c];
     int32_t* off = lat.offsets.data();
     const float* w = lat.bary.data();
@@ -409,7 +463,7 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       for (int64_t p0 = b; p0 < e; p0 += kB) {
         const int64_t cnt = std::min(kB, e - p0);
         for (int64_t i = 0; i < cnt; ++i) sums[i] = ones_of(p0 + i);
-#if defined(PYSEG_HAVE_AVX2_KERNELS)
+#if defined(PYSEG_HAVE_AVX2_OPS)
         if (lattice_simd_enabled())
           symmetric_factors(sums, cnt, alpha, k);
         else
@@ -421,10 +475,7 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       }
     });
   }
-  if (lat.folded) {
-    PYSEG_PROFILE_TICK(prof, "norm");
-    return;
-  }
+  if (lat.folded) return;
   lat.pre.resize(n);
   lat.post.resize(n);
   ex.parallel_for(n, [&](int64_t b, int64_t e) {
@@ -440,6 +491,20 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
       lat.post[p] = post;
     }
   });
+}
+
+template <int D, class Keys, class Feat>
+void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normalization, Executor& ex,
+                const GridPlan* plan) {
+  LatticeBuild<D, Keys, Feat> build(lat, d_rt, n, feat, normalization, ex, plan);
+  PYSEG_PROFILE_CLOCK(prof, "lattice d=" + std::to_string(build.d));
+  build.lattice_points();
+  PYSEG_PROFILE_TICK(prof, "points");
+  build.merge_vertices();
+  PYSEG_PROFILE_TICK(prof, "merge");
+  build.find_neighbours();
+  PYSEG_PROFILE_TICK(prof, "neighbours");
+  build.normalise();
   PYSEG_PROFILE_TICK(prof, "norm");
 }
 

@@ -1,4 +1,4 @@
-// CPU permutohedral lattice: built once per image and kernel, then used for every mean-field iteration.
+// CPU permutohedral lattice: built once per image and pairwise term, then used for every mean-field iteration.
 //
 // The points are cut into chunks fixed by n alone (never by the thread count, so results are bitwise the same
 // for any number of threads). Each chunk has its own compact numbering of the vertices its points touch, its
@@ -118,7 +118,7 @@ int lattice_cache_entries();
 size_t release_lattice_cache();
 size_t lattice_cache_bytes();
 
-// Generic filter steps for lp channels per row (rows of lp floats); the ISA kernels have faster versions.
+// Generic filter steps for lp channels per row (rows of lp floats); the per-ISA ops (cpu/ops.h) have faster versions.
 // acc local rows of chunk c <- 0
 void clear_chunk_rows(const Lattice& lat, int c, int lp, float* acc);
 // acc rows of point p's vertices += bary * pre[p] * q (q: the point's row of lp floats)

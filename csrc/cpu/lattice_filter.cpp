@@ -1,5 +1,5 @@
 // Generic filter steps on a lattice's rows (any lp; cpu/lattice_cpu.h): the lattice build's normalisation and
-// the label counts the register-blocked kernels (cpu/fast_kernels.h) do not compile use them.
+// the label counts the register-blocked ops (cpu/fast_ops.h) do not compile use them.
 #include <algorithm>
 #include <cstring>
 #include <vector>

@@ -1,10 +1,11 @@
-// Float vectors for the CPU hot loops (GCC/Clang vector extensions): included by kernels_sse.cpp (PYSEG_VW 4,
-// any x86-64) and kernels_avx2.cpp (PYSEG_VW 8, compiled with -mavx2 -mfma) inside their own namespaces.
+// Float vectors for the CPU hot loops (GCC/Clang vector extensions): included by ops_sse2.cpp (PYSEG_VW 4,
+// any x86-64) and ops_avx2.cpp (PYSEG_VW 8, compiled with -mavx2 -mfma) inside their own namespaces.
 //
 // A pixel's or vertex's labels form a row of LP floats (LP a multiple of 4). Row<LP> holds it in registers as
 // LP / VW wide vectors plus, when VW is 8 and LP % 8 == 4, one 4-lane tail: 11 labels are 12 floats (one
 // 8-lane and one 4-lane vector), with no padding to 16 and no third vector.
-// No include guard on purpose: one copy per ISA namespace. Needs <cstdint> and <cstring> included before.
+// No include guard on purpose: one copy per ISA namespace. Needs <cstdint>, <cstring> and crf/meanfield.h
+// included before.
 
 #ifndef PYSEG_VW
 #error "define PYSEG_VW (4 or 8) before including cpu/simd.h"
@@ -62,7 +63,7 @@ static inline v4_t fold_sum(vw_t v) {
 #endif
 }
 
-// exp(x) for x <= 0 as 2^(x log2 e): n = round, f in [-1/2, 1/2], 2^f by its degree-6 Taylor polynomial
+// exp(x) for x <= 0 as 2^(x log2 e) (not crf::fast_exp_nonpos's polynomial: see there): n = round, f in [-1/2, 1/2], 2^f by its degree-6 Taylor polynomial
 // (truncation < 1.3e-7 relative; the rounding of x log2 e adds about |x| 6e-8, so ~1e-6 for the x > -20 that
 // matter in a softmax). Below -60 the result is exactly 0 (e^-60 ~ 1e-26 is negligible next to the largest
 // lane, which is 1): padding lanes stay 0 and products of tiny values never become denormal.
@@ -89,7 +90,7 @@ static inline V vexp_nonpos(V x) {
   return x < lo ? V{} : res;
 }
 
-// log(x) lane-wise for positive normal floats (crf::fast_log_pos).
+// log(x) lane-wise for positive normal floats (crf::fast_log_pos, the same polynomial).
 static inline vw_t vlog_pos(vw_t x) {
   vwi_t bits;
   std::memcpy(&bits, &x, sizeof(bits));
@@ -100,22 +101,7 @@ static inline vw_t vlog_pos(vw_t x) {
   const vwi_t big = m > 1.41421356f;  // all ones where true
   m = big ? m * 0.5f : m;
   e = e - big;  // -(-1) = +1 where big
-  const vw_t f = m - 1.0f;
-  const vw_t z = f * f;
-  vw_t y = vset1<vw_t>(7.0376836292e-2f);
-  y = y * f - 1.1514610310e-1f;
-  y = y * f + 1.1676998740e-1f;
-  y = y * f - 1.2420140846e-1f;
-  y = y * f + 1.4249322787e-1f;
-  y = y * f - 1.6668057665e-1f;
-  y = y * f + 2.0000714765e-1f;
-  y = y * f - 2.4999993993e-1f;
-  y = y * f + 3.3333331174e-1f;
-  y = y * f * z;
-  const vw_t fe = __builtin_convertvector(e, vw_t);
-  y += -2.12194440e-4f * fe;
-  y += -0.5f * z;
-  return (f + y) + 0.693359375f * fe;
+  return crf::log_of_mantissa(m - 1.0f, __builtin_convertvector(e, vw_t));
 }
 
 // A row of LP floats in registers.

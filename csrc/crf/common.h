@@ -22,7 +22,7 @@ constexpr int kMaxDim = 32;
 // so rounding to the lattice stays exact and int32 keys (plus the +-d of blur neighbours) cannot overflow.
 constexpr float kMaxLatticeCoord = 16777216.0f;
 
-// Normalisation of a kernel (values as in pydensecrf).
+// Normalisation of a pairwise term (values as in pydensecrf).
 enum Normalization : int {
   NO_NORMALIZATION = 0,
   NORMALIZE_BEFORE = 1,

@@ -35,19 +35,13 @@ PYSEG_HD PYSEG_INLINE int32_t float_as_bits(float f) {
 #endif
 }
 
-// log(x) for a positive normal float (Cephes-style: exponent split, mantissa in [sqrt(1/2), sqrt(2)),
-// degree-9 polynomial; about 1e-7 relative error). Branch-free so that loops vectorise.
-PYSEG_HD PYSEG_INLINE float fast_log_pos(float x) {
-  const int32_t bits = float_as_bits(x);
-  int32_t e = ((bits >> 23) & 0xff) - 127;
-  float m = bits_as_float((bits & 0x7fffff) | 0x3f800000);  // [1, 2)
-  const bool big = m > 1.41421356f;
-  m = big ? m * 0.5f : m;
-  e = big ? e + 1 : e;
-  const float f = m - 1.0f;
-  const float z = f * f;
-  float y = 7.0376836292e-2f;
-  y = y * f - 1.1514610310e-1f;
+// log(x) from the reduced mantissa f = m - 1 (m in [sqrt(1/2), sqrt(2))) and the exponent fe (as a float):
+// Cephes-style degree-9 polynomial, about 1e-7 relative error. T is a float or a vector of floats (the CPU's
+// vlog_pos in cpu/simd.h runs it lane-wise), so the one polynomial serves the scalar and vector logs.
+template <class T>
+PYSEG_HD PYSEG_INLINE T log_of_mantissa(T f, T fe) {
+  const T z = f * f;
+  T y = f * 7.0376836292e-2f - 1.1514610310e-1f;
   y = y * f + 1.1676998740e-1f;
   y = y * f - 1.2420140846e-1f;
   y = y * f + 1.4249322787e-1f;
@@ -56,14 +50,26 @@ PYSEG_HD PYSEG_INLINE float fast_log_pos(float x) {
   y = y * f - 2.4999993993e-1f;
   y = y * f + 3.3333331174e-1f;
   y = y * f * z;
-  const float fe = (float)e;
   y += -2.12194440e-4f * fe;
   y += -0.5f * z;
   return (f + y) + 0.693359375f * fe;
 }
 
+// log(x) for a positive normal float (exponent split, then log_of_mantissa). Branch-free so that loops
+// vectorise.
+PYSEG_HD PYSEG_INLINE float fast_log_pos(float x) {
+  const int32_t bits = float_as_bits(x);
+  int32_t e = ((bits >> 23) & 0xff) - 127;
+  float m = bits_as_float((bits & 0x7fffff) | 0x3f800000);  // [1, 2)
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1 : e;
+  return log_of_mantissa(m - 1.0f, (float)e);
+}
+
 // exp(x) for x <= 0 (as after subtracting a row maximum): Cody-Waite range reduction and a degree-6
 // polynomial, about 2e-7 relative error; exactly 0 below -87.3. Branch-free so that loops vectorise.
+// Not cpu/simd.h's vexp_nonpos (2^f, exactly 0 below -60 to keep denormals out of vector loops): both stay.
 PYSEG_HD PYSEG_INLINE float fast_exp_nonpos(float x) {
   const float xc = x < -87.3f ? -87.3f : x;
   // n = round(x / ln 2) with the 1.5 * 2^23 trick (round to nearest; no floorf for SSE2).
@@ -114,11 +120,11 @@ PYSEG_HD PYSEG_INLINE void subtract_compat(int L, const CompatView& c, const flo
 }
 
 // One pixel's update: q_out = softmax(neg_unary - sum_k C_k(msg_k)), msg_k = msgs + k * msg_stride holding
-// the filtered (and normalised) Q of kernel k. q_out must not alias the messages.
-PYSEG_HD PYSEG_INLINE void meanfield_pixel(int L, const float* neg_unary, int n_kernels, const float* msgs,
+// the filtered (and normalised) Q of term k. q_out must not alias the messages.
+PYSEG_HD PYSEG_INLINE void meanfield_pixel(int L, const float* neg_unary, int n_terms, const float* msgs,
                                            int msg_stride, const CompatView* compat, float* q_out) {
   for (int l = 0; l < L; ++l) q_out[l] = neg_unary[l];
-  for (int k = 0; k < n_kernels; ++k) subtract_compat(L, compat[k], msgs + (long)k * msg_stride, q_out);
+  for (int k = 0; k < n_terms; ++k) subtract_compat(L, compat[k], msgs + (long)k * msg_stride, q_out);
   softmax_inplace(L, q_out);
 }
 

@@ -6,13 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crf/params.h"
+
 namespace pyseg {
 namespace cuda {
-
-struct ImageCrfParams {
-  float gaussian_sxy, gaussian_compat;
-  float bilateral_sxy, bilateral_srgb, bilateral_compat;
-};
 
 // Bytes of device scratch one call needs on `device` (validates the shapes: std::invalid_argument on bad
 // ones). Sized for the worst case (every entry its own lattice vertex): about 1.2 KB + 80 B per padded
@@ -24,7 +21,7 @@ size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w
 // dense_crf_workspace_bytes(...) bytes (256-byte aligned). Throws std::invalid_argument for bad sizes,
 // parameters or pointers and std::runtime_error naming the CUDA call that failed.
 void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const float* probs, const uint8_t* rgb,
-                      const ImageCrfParams& prm, int iterations, float* out, void* workspace,
+                      const crf::ImageParams& prm, int iterations, float* out, void* workspace,
                       size_t workspace_bytes, void* stream, int device);
 
 // Multiprocessor count and name of a device (for diagnostics); throws on a CUDA error.

@@ -19,7 +19,7 @@
 #include "cuda/pipeline.cuh"
 
 namespace pyseg {
-namespace gpu {
+namespace cuda {
 namespace {
 
 constexpr int kBlock = 256;
@@ -162,7 +162,7 @@ struct DeviceGuard {
   }
 };
 
-void check_params(const cuda::ImageCrfParams& p, int iterations) {
+void check_params(const crf::ImageParams& p, int iterations) {
   const float pos[3] = {p.gaussian_sxy, p.bilateral_sxy, p.bilateral_srgb};
   const char* pos_names[3] = {"gaussian_sxy", "bilateral_sxy", "bilateral_srgb"};
   for (int i = 0; i < 3; ++i)
@@ -278,51 +278,46 @@ bool run_as_graph(const GraphKey& key, const void* probs, const void* rgb, const
 }
 
 }  // namespace
-}  // namespace gpu
-
-namespace cuda {
 
 size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w, int device) {
-  const gpu::Sizes s = gpu::make_sizes(b, h, w, labels);
-  gpu::DeviceGuard guard(device);
-  return gpu::make_layout(s, gpu::cub_temp_bytes(s, device)).total;
+  const Sizes s = make_sizes(b, h, w, labels);
+  DeviceGuard guard(device);
+  return make_layout(s, cub_temp_bytes(s, device)).total;
 }
 
 int device_sm_count(int device) {
   if (device < 0) throw std::invalid_argument("device index must be >= 0, got " + std::to_string(device));
-  return gpu::sm_count(device);
+  return sm_count(device);
 }
 
 void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const float* probs, const uint8_t* rgb,
-                      const ImageCrfParams& prm, int iterations, float* out, void* workspace,
+                      const crf::ImageParams& prm, int iterations, float* out, void* workspace,
                       size_t workspace_bytes, void* stream, int device) {
-  const gpu::Sizes s = gpu::make_sizes(b, h, w, labels);
-  gpu::check_params(prm, iterations);
-  const gpu::Params gp{prm.gaussian_sxy,  prm.gaussian_compat, prm.bilateral_sxy,
-                       prm.bilateral_srgb, prm.bilateral_compat, iterations};
-  gpu::check_lattice_range(s, gp);
-  gpu::DeviceGuard guard(device);
-  gpu::check_pointer(probs, device, "probs");
-  gpu::check_pointer(rgb, device, "image");
-  gpu::check_pointer(out, device, "out");
-  gpu::check_pointer(workspace, device, "workspace");
+  const Sizes s = make_sizes(b, h, w, labels);
+  check_params(prm, iterations);
+  check_lattice_range(s, prm);
+  DeviceGuard guard(device);
+  check_pointer(probs, device, "probs");
+  check_pointer(rgb, device, "image");
+  check_pointer(out, device, "out");
+  check_pointer(workspace, device, "workspace");
   if (((uintptr_t)workspace) % 256 != 0) throw std::invalid_argument("dense_crf_cuda: workspace must be 256-byte aligned");
-  const size_t cub_bytes = gpu::cub_temp_bytes(s, device);
-  const gpu::Layout lay = gpu::make_layout(s, cub_bytes);
+  const size_t cub_bytes = cub_temp_bytes(s, device);
+  const Layout lay = make_layout(s, cub_bytes);
   if (workspace_bytes < lay.total)
     throw std::invalid_argument("dense_crf_cuda: workspace of " + std::to_string(workspace_bytes) +
                                 " bytes, need " + std::to_string(lay.total));
-  const gpu::Buffers bf = gpu::bind_buffers(lay, workspace);
-  const int sms = gpu::sm_count(device);
+  const Buffers bf = bind_buffers(lay, workspace);
+  const int sms = sm_count(device);
   auto run = [&](cudaStream_t st) {
-    gpu::CudaExec ex{st, sms, bf.cub_temp, cub_bytes};
-    gpu::run_dense_crf(ex, s, gp, bf, probs, rgb, out);
+    CudaExec ex{st, sms, bf.cub_temp, cub_bytes};
+    run_dense_crf(ex, s, prm, iterations, bf, probs, rgb, out);
   };
-  gpu::GraphKey key{device, iterations, b, h, w, labels, {}, workspace};
+  GraphKey key{device, iterations, b, h, w, labels, {}, workspace};
   const float fp[5] = {prm.gaussian_sxy, prm.gaussian_compat, prm.bilateral_sxy, prm.bilateral_srgb,
                        prm.bilateral_compat};
   std::memcpy(key.prm, fp, sizeof(fp));
-  if (!gpu::run_as_graph(key, probs, rgb, out, (cudaStream_t)stream, run)) run((cudaStream_t)stream);
+  if (!run_as_graph(key, probs, rgb, out, (cudaStream_t)stream, run)) run((cudaStream_t)stream);
 }
 
 }  // namespace cuda

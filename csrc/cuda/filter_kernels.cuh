@@ -9,7 +9,7 @@
 #include "cuda/kernels.cuh"
 
 namespace pyseg {
-namespace gpu {
+namespace cuda {
 
 // ------------------------------------------------------------------------------------------------- filter
 // Splat, first pass: per (piece, float4 group) the weighted sum of the piece's entries, in a fixed order:
@@ -241,5 +241,5 @@ PYSEG_UNROLL
   }
 };
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace pyseg

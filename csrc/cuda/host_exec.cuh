@@ -15,7 +15,7 @@
 #include "cuda/pipeline.cuh"
 
 namespace pyseg {
-namespace gpu {
+namespace cuda {
 
 struct HostExec {
   int64_t launches = 0;
@@ -61,7 +61,8 @@ struct HostExec {
 
 // Runs the whole pipeline on the host; `counts` receives M, M0 and the piece count.
 inline void run_dense_crf_host(int64_t B, int64_t L, int64_t H, int64_t W, const float* probs, const uint8_t* rgb,
-                               const Params& prm, float* out, int32_t counts[3], int64_t* launches) {
+                               const crf::ImageParams& prm, int iterations, float* out, int32_t counts[3],
+                               int64_t* launches) {
   const Sizes s = make_sizes(B, H, W, L);
   check_lattice_range(s, prm);
   const Layout lay = make_layout(s, 0);
@@ -71,13 +72,13 @@ inline void run_dense_crf_host(int64_t B, int64_t L, int64_t H, int64_t W, const
   void* base = (void*)(((uintptr_t)mem.data() + 255) / 256 * 256);
   const Buffers bf = bind_buffers(lay, base);
   HostExec ex;
-  run_dense_crf(ex, s, prm, bf, probs, rgb, out);
-  if (prm.iterations > 0)
+  run_dense_crf(ex, s, prm, iterations, bf, probs, rgb, out);
+  if (iterations > 0)
     for (int i = 0; i < 3; ++i) counts[i] = bf.counts[i];
   else
     counts[0] = counts[1] = counts[2] = 0;
   *launches = ex.launches;
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace pyseg

@@ -16,7 +16,7 @@
 #include "cuda/layout.cuh"
 
 namespace pyseg {
-namespace gpu {
+namespace cuda {
 
 using crf::LatticeScales;
 
@@ -373,5 +373,5 @@ struct Neighbours {
   }
 };
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace pyseg

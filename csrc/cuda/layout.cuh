@@ -18,7 +18,7 @@
 #include <string>
 
 namespace pyseg {
-namespace gpu {
+namespace cuda {
 
 constexpr int kDim0 = 2;         // Gaussian lattice
 constexpr int kDim1 = 5;         // bilateral lattice
@@ -155,12 +155,5 @@ inline Buffers bind_buffers(const Layout& lay, void* base) {
   return f;
 }
 
-// The CRF parameters of one call (Potts weights, pydensecrf convention C(x) = -w x).
-struct Params {
-  float gaussian_sxy, gaussian_compat;
-  float bilateral_sxy, bilateral_srgb, bilateral_compat;
-  int iterations;
-};
-
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace pyseg

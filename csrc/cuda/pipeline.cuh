@@ -17,16 +17,17 @@
 #include <type_traits>
 
 #include "crf/lattice.h"
+#include "crf/params.h"
 #include "cuda/filter_kernels.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/layout.cuh"
 
 namespace pyseg {
-namespace gpu {
+namespace cuda {
 
 // Throws std::invalid_argument when a lattice coordinate could exceed the exact-integer range of a float
 // (sigma too small for the image size), the condition under which crf::lattice_point would fail.
-inline void check_lattice_range(const Sizes& s, const Params& prm) {
+inline void check_lattice_range(const Sizes& s, const crf::ImageParams& prm) {
   struct K {
     int d;
     float fmax[5];
@@ -81,7 +82,7 @@ Filtered filter(Exec& ex, const Sizes& s, const Buffers& bf, const F4* q, int G)
 
 // Builds both lattices of the batch: keys, hash, vertices, splat pieces, neighbours, normalisation.
 template <class Exec>
-void build_lattices(Exec& ex, const Sizes& s, const Params& prm, const Buffers& bf, const uint8_t* rgb) {
+void build_lattices(Exec& ex, const Sizes& s, const crf::ImageParams& prm, const Buffers& bf, const uint8_t* rgb) {
   const int64_t P = s.P, E = s.E;
   Elevate el{rgb,
              bf.pdat,
@@ -162,19 +163,19 @@ void update(Exec& ex, const Sizes& s, const Buffers& bf, const Filtered& msg, fl
 
 // The whole call: probs (B, L, H, W) float32 probabilities, rgb (B, H, W, 3) uint8 -> out (B, L, H, W).
 template <class Exec>
-void run_dense_crf(Exec& ex, const Sizes& s, const Params& prm, const Buffers& bf, const float* probs,
-                   const uint8_t* rgb, float* out) {
+void run_dense_crf(Exec& ex, const Sizes& s, const crf::ImageParams& prm, int iterations, const Buffers& bf,
+                   const float* probs, const uint8_t* rgb, float* out) {
   dispatch_groups(s.G, [&](auto gt) {
-    PrepareUnary<decltype(gt)::value> pu{probs, bf.neg_u, bf.q, prm.iterations == 0 ? out : nullptr, s.N, s.L, s.LP};
+    PrepareUnary<decltype(gt)::value> pu{probs, bf.neg_u, bf.q, iterations == 0 ? out : nullptr, s.N, s.L, s.LP};
     ex.for_n("prepare_unary", pu, s.P);
   });
-  if (prm.iterations == 0) return;
+  if (iterations == 0) return;
   build_lattices(ex, s, prm, bf, rgb);
-  for (int it = 0; it < prm.iterations; ++it) {
+  for (int it = 0; it < iterations; ++it) {
     const Filtered msg = filter<Exec, false>(ex, s, bf, (const F4*)bf.q, s.G);
-    update(ex, s, bf, msg, it + 1 == prm.iterations ? out : nullptr);
+    update(ex, s, bf, msg, it + 1 == iterations ? out : nullptr);
   }
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace pyseg

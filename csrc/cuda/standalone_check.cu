@@ -36,7 +36,7 @@ namespace {
 
 struct Case {
   int B, L, H, W;
-  pyseg::cuda::ImageCrfParams prm;
+  pyseg::crf::ImageParams prm;
   int iterations;
   bool noise;  // random RGB noise instead of a smooth synthetic image
 };
@@ -119,9 +119,8 @@ bool check_case(const Case& c, unsigned seed) {
   std::vector<float> emu(n);
   int32_t counts[3];
   int64_t launches = 0;
-  const pyseg::gpu::Params gp{c.prm.gaussian_sxy, c.prm.gaussian_compat, c.prm.bilateral_sxy, c.prm.bilateral_srgb,
-                              c.prm.bilateral_compat, c.iterations};
-  pyseg::gpu::run_dense_crf_host(c.B, c.L, c.H, c.W, probs.data(), rgb.data(), gp, emu.data(), counts, &launches);
+  pyseg::cuda::run_dense_crf_host(c.B, c.L, c.H, c.W, probs.data(), rgb.data(), c.prm, c.iterations, emu.data(), counts,
+                                  &launches);
   DeviceRun dr(c, probs, rgb);
   const std::vector<float> a = dr.run(n), b = dr.run(n);
   double maxdiff = 0.0;
@@ -190,7 +189,7 @@ double time_ms(DeviceRun& dr, int warmup, int reps, bool flip = false) {
 int run(int argc, char** argv) {
   const bool bench = argc > 1 && (std::strcmp(argv[1], "--bench") == 0 || std::strcmp(argv[1], "--profile") == 0);
   const bool small = argc > 1 && std::strcmp(argv[1], "--small") == 0;  // for compute-sanitizer
-  const pyseg::cuda::ImageCrfParams kr{3.f, 3.f, 80.f, 13.f, 10.f}, dl{1.f, 3.f, 67.f, 3.f, 4.f};
+  const pyseg::crf::ImageParams kr{3.f, 3.f, 80.f, 13.f, 10.f}, dl{1.f, 3.f, 67.f, 3.f, 4.f};
   bool ok = true;
   if (!bench) {
     const Case cases[] = {{2, 5, 24, 40, kr, 3, false},  {1, 11, 33, 47, dl, 2, false}, {3, 11, 16, 21, kr, 1, true},

@@ -2,12 +2,12 @@
 #define PYSEG_VW 8
 #define PYSEG_ISA avx2
 #define PYSEG_ISA_NAME "avx2"
-#include "cpu/kernels_impl.h"
+#include "cpu/ops_impl.h"
 
 namespace pyseg {
 namespace cpu {
 
-const KernelSet& kernels_avx2() { return avx2::kSet; }
+const OpsSet& ops_avx2() { return avx2::kSet; }
 
 }  // namespace cpu
 }  // namespace pyseg

@@ -1,10 +1,10 @@
-// Body of kernels_sse.cpp / kernels_avx2.cpp: define PYSEG_VW and PYSEG_ISA (namespace name) first.
+// Body of ops_sse2.cpp / ops_avx2.cpp: define PYSEG_VW and PYSEG_ISA (namespace name) first.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
-#include "cpu/kernels.h"
+#include "cpu/ops.h"
 #include "cpu/lattice_cpu.h"
 #include "crf/common.h"
 #include "crf/meanfield.h"
@@ -14,7 +14,7 @@ namespace cpu {
 namespace PYSEG_ISA {
 
 #include "cpu/simd.h"
-#include "cpu/fast_kernels.h"
+#include "cpu/fast_ops.h"
 
 constexpr int kMaxLP = 32;  // register-blocked up to 32 labels; more take the generic path
 
@@ -40,7 +40,7 @@ struct Dispatch {
     else
       Dispatch<LP + kLabelPad>::blur(lat, j, src, dst, lp, vb, ve, local);
   }
-  static bool update(int lp, int nk, const UpdateKernel* ks, const float* neg_u, int64_t pb, int64_t pe, float* q_out,
+  static bool update(int lp, int nk, const UpdateTerm* ks, const float* neg_u, int64_t pb, int64_t pe, float* q_out,
                      float* out_lm, int labels, int64_t n) {
     if (lp == LP) {
       update_pixels_v<LP>(nk, ks, neg_u, pb, pe, q_out, out_lm, labels, n);
@@ -50,7 +50,7 @@ struct Dispatch {
   }
   static void splat_rows(const Lattice& lat, int64_t p0, int nb, const float* rows, int lp, float* acc) {
     if (lp == LP)
-      splat_rows_of<LP>(UpdateKernel{&lat, nullptr, acc, crf::CompatView{}}, p0, nb, rows);
+      splat_rows_of<LP>(UpdateTerm{&lat, nullptr, acc, crf::CompatView{}}, p0, nb, rows);
     else
       Dispatch<LP + kLabelPad>::splat_rows(lat, p0, nb, rows, lp, acc);
   }
@@ -71,7 +71,7 @@ struct Dispatch<kMaxLP + kLabelPad> {
                    float* local) {
     blur_rows(lat, j, src, dst, lp, vb, ve, local);
   }
-  static bool update(int, int, const UpdateKernel*, const float*, int64_t, int64_t, float*, float*, int, int64_t) {
+  static bool update(int, int, const UpdateTerm*, const float*, int64_t, int64_t, float*, float*, int, int64_t) {
     return false;
   }
   static void splat_rows(const Lattice& lat, int64_t p0, int nb, const float* rows, int lp, float* acc) {
@@ -83,8 +83,8 @@ struct Dispatch<kMaxLP + kLabelPad> {
   }
 };
 
-// The kernel set of this ISA.
-static const KernelSet kSet{PYSEG_ISA_NAME,
+// The ops of this ISA.
+static const OpsSet kSet{PYSEG_ISA_NAME,
                             &Dispatch<kLabelPad>::splat,
                             &Dispatch<kLabelPad>::reduce,
                             &Dispatch<kLabelPad>::blur,

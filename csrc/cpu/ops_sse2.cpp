@@ -1,7 +1,7 @@
 #define PYSEG_VW 4
 #define PYSEG_ISA sse2
 #define PYSEG_ISA_NAME "sse2"
-#include "cpu/kernels_impl.h"
+#include "cpu/ops_impl.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -9,7 +9,7 @@
 namespace pyseg {
 namespace cpu {
 
-const KernelSet& kernels_sse2() { return sse2::kSet; }
+const OpsSet& ops_sse2() { return sse2::kSet; }
 
 bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -20,14 +20,14 @@ bool cpu_has_avx2() {
 #endif
 }
 
-const KernelSet& best_kernels() {
-  static const KernelSet* best = [] {
+const OpsSet& best_ops() {
+  static const OpsSet* best = [] {
     const char* isa = std::getenv("PYSEG_CPU_ISA");
-    if (isa && std::strcmp(isa, "sse2") == 0) return &kernels_sse2();
-#if defined(PYSEG_HAVE_AVX2_KERNELS)
-    if (cpu_has_avx2()) return &kernels_avx2();
+    if (isa && std::strcmp(isa, "sse2") == 0) return &ops_sse2();
+#if defined(PYSEG_HAVE_AVX2_OPS)
+    if (cpu_has_avx2()) return &ops_avx2();
 #endif
-    return &kernels_sse2();
+    return &ops_sse2();
   }();
   return *best;
 }

@@ -1,8 +1,8 @@
-// Register-blocked filter and update kernels for a compile-time padded label count LP (a multiple of 4): a
+// Register-blocked filter and update ops for a compile-time padded label count LP (a multiple of 4): a
 // row of labels stays in registers (Row<LP>, cpu/simd.h) for a whole slice or splat. Semantics as
 // lattice_filter.cpp's generic splat_chunk/reduce_rows/blur_rows/slice_pixel and
 // crf::meanfield_pixel.
-// Included (after cpu/simd.h) inside an ISA namespace by kernels_sse.cpp / kernels_avx2.cpp.
+// Included (after cpu/simd.h) inside an ISA namespace by ops_sse2.cpp / ops_avx2.cpp.
 
 template <int LP>
 void reduce_rows_v(const Lattice& lat, const float* __restrict acc, float* __restrict global, int64_t vb, int64_t ve) {
@@ -36,10 +36,10 @@ void blur_rows_v(const Lattice& lat, int j, const float* __restrict src, float* 
   }
 }
 
-// The fused mean-field step for pixels [pb, pe) of one chunk: slice every kernel, compatibility, unary and
+// The fused mean-field step for pixels [pb, pe) of one chunk: slice every term, compatibility, unary and
 // softmax, then the splat of the new Q for the next step. A block of kBlockPixels pixels goes through each
-// phase in turn (energies kernel by kernel, softmax, splat kernel by kernel; an image's Gaussian and
-// bilateral kernels both at once): the loops are short and uniform (a compile-time number of vertices), and
+// phase in turn (energies term by term, softmax, splat term by term; an image's Gaussian and
+// bilateral terms both at once): the loops are short and uniform (a compile-time number of vertices), and
 // the long dependency chain of one pixel (slice sums, max, exp, sum, division) overlaps with the next
 // pixels' instead of stalling the core.
 constexpr int kBlockPixels = 16;
@@ -86,10 +86,10 @@ struct PixelRows {
   const int32_t* at = nullptr;
 };
 
-// tb[i] = src[i] - C(slice of pixel p0 + i) for the kernel, i < nb (D1: vertices per pixel, 0 = run time);
-// src is tb itself or the unary rows (the first kernel reads them directly: no copy of a cold stream).
+// tb[i] = src[i] - C(slice of pixel p0 + i) for the term, i < nb (D1: vertices per pixel, 0 = run time);
+// src is tb itself or the unary rows (the first term reads them directly: no copy of a cold stream).
 template <int LP, int D1>
-inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, const float* src, float* tb) {
+inline void energies_block(const UpdateTerm& k, int64_t p0, int nb, const float* src, float* tb) {
   using R = Row<LP>;
   const Lattice& lat = *k.lat;
   const int d1 = D1 > 0 ? D1 : lat.d + 1;
@@ -124,11 +124,11 @@ inline void energies_block(const UpdateKernel& k, int64_t p0, int nb, const floa
   }
 }
 
-// energies_block for two Potts kernels on folded lattices at once (D1a, D1b vertices per pixel): tb[i] = src[i]
+// energies_block for two Potts terms on folded lattices at once (D1a, D1b vertices per pixel): tb[i] = src[i]
 // + wa alpha_a slice_a + wb alpha_b slice_b, the two slices' sums as two independent chains (more loads in
 // flight), alpha in the compatibility weight (no product per pixel), one store per pixel.
 template <int LP, int D1a, int D1b>
-inline void energies_block_potts2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t p0, int nb,
+inline void energies_block_potts2(const UpdateTerm& ka, const UpdateTerm& kb, int64_t p0, int nb,
                                   const float* src, float* tb) {
   using R = Row<LP>;
   const Lattice& la = *ka.lat;
@@ -156,11 +156,11 @@ inline void energies_block_potts2(const UpdateKernel& ka, const UpdateKernel& kb
   }
 }
 
-// The kernel's acc rows += bary * pre * q for pixels p0 + i, i < nb (q: rows of LP at tb; pre is in bary where
+// The term's acc rows += bary * pre * q for pixels p0 + i, i < nb (q: rows of LP at tb; pre is in bary where
 // the lattice is folded), in pixel order (D1: vertices per pixel, 0 = run time). (Keeping a run of pixels'
 // shared rows in registers measured slower: spills.)
 template <int LP, int D1>
-inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* __restrict tb) {
+inline void splat_block(const UpdateTerm& k, int64_t p0, int nb, const float* __restrict tb) {
   using R = Row<LP>;
   const Lattice& lat = *k.lat;
   const int d1 = D1 > 0 ? D1 : lat.d + 1;
@@ -180,11 +180,11 @@ inline void splat_block(const UpdateKernel& k, int64_t p0, int nb, const float* 
   }
 }
 
-// splat_block for two kernels on folded lattices at once (D1a, D1b vertices per pixel): each pixel's row is
-// read once and the two kernels' read-modify-writes interleave (independent rows). The same operations as
-// splat_block for kernel a then kernel b, row by row in the same order within each kernel (bitwise the same).
+// splat_block for two terms on folded lattices at once (D1a, D1b vertices per pixel): each pixel's row is
+// read once and the two terms' read-modify-writes interleave (independent rows). The same operations as
+// splat_block for term a then term b, row by row in the same order within each term (bitwise the same).
 template <int LP, int D1a, int D1b>
-inline void splat_block2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t p0, int nb,
+inline void splat_block2(const UpdateTerm& ka, const UpdateTerm& kb, int64_t p0, int nb,
                          const float* __restrict tb) {
   using R = Row<LP>;
   const Lattice& la = *ka.lat;
@@ -216,7 +216,7 @@ inline void splat_block2(const UpdateKernel& ka, const UpdateKernel& kb, int64_t
 
 // splat_block with the image dimensions (d = 2, 5) compiled in.
 template <int LP>
-inline void splat_rows_of(const UpdateKernel& k, int64_t p0, int nb, const float* __restrict rows) {
+inline void splat_rows_of(const UpdateTerm& k, int64_t p0, int nb, const float* __restrict rows) {
   switch (k.lat->d) {
     case 2: splat_block<LP, 3>(k, p0, nb, rows); break;
     case 5: splat_block<LP, 6>(k, p0, nb, rows); break;
@@ -229,18 +229,18 @@ template <int LP>
 void splat_chunk_v(const Lattice& lat, int c, const float* __restrict q, float* __restrict acc) {
   clear_chunk_rows(lat, c, LP, acc);
   const int64_t pb = lat.chunk_begin[c];
-  splat_rows_of<LP>(UpdateKernel{&lat, nullptr, acc, crf::CompatView{}}, pb, (int)(lat.chunk_begin[c + 1] - pb),
+  splat_rows_of<LP>(UpdateTerm{&lat, nullptr, acc, crf::CompatView{}}, pb, (int)(lat.chunk_begin[c + 1] - pb),
                     q + pb * LP);
 }
 
 template <int LP>
-void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg_u, int64_t pb, int64_t pe,
+void update_pixels_v(int nk, const UpdateTerm* ks, const float* __restrict neg_u, int64_t pb, int64_t pe,
                      float* __restrict q_out, float* __restrict out_lm, int labels, int64_t n) {
   using R = Row<LP>;
   alignas(64) float tb[kBlockPixels * LP];
   bool any_acc = false;
   for (int k = 0; k < nk; ++k) any_acc |= ks[k].acc != nullptr;
-  // The image case (a Gaussian kernel, then a bilateral one, both Potts, symmetric normalisation): both slices
+  // The image case (a Gaussian term, then a bilateral one, both Potts, symmetric normalisation): both slices
   // in one loop, and both splats.
   const bool potts_gb = nk == 2 && ks[0].lat->d == 2 && ks[1].lat->d == 5 && ks[0].compat.type == crf::COMPAT_POTTS &&
                         ks[1].compat.type == crf::COMPAT_POTTS && ks[0].lat->folded && ks[1].lat->folded;
@@ -278,7 +278,7 @@ void update_pixels_v(int nk, const UpdateKernel* ks, const float* __restrict neg
         for (int i = i0; i < nb; ++i) out_lm[(int64_t)l * n + p0 + i] = tb[i * LP + l];
       continue;
     }
-    // Splat of the new Q, kernel by kernel (the image case's two kernels together).
+    // Splat of the new Q, term by term (the image case's two terms together).
     if (potts_gb && ks[0].acc && ks[1].acc) {
       splat_block2<LP, 3, 6>(ks[0], ks[1], p0, nb, tb);
     } else {
