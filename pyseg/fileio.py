@@ -11,6 +11,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyseg.faults import kill_point
+
 
 def open_temp_beside(path: str | os.PathLike, mode: str = "wb", create_parent: bool = True):
     """A temporary file in ``path``'s folder (so ``os.replace`` onto ``path`` is atomic): (file, temp path).
@@ -66,6 +68,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", create_parent: bool 
     f, tmp = open_temp_beside(path, mode, create_parent)
     try:
         yield f
+        kill_point(f"commit:{Path(path).name}")
         commit_temp(f, tmp, path)
     except BaseException:
         discard_temp(f, tmp)
