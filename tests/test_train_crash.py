@@ -163,3 +163,18 @@ def test_remove_stale_temps_removes_only_the_writers_temps(tmp_path):
     assert remove_stale_temps(tmp_path) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
     assert remove_stale_temps(tmp_path / "absent") == []
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_its_first_epoch_gets_a_clear_error(reference, capsys):
+    """No last.pt yet: --resume cannot continue it and a new run cannot reuse the folder; both errors say why."""
+    from pyseg.cli import train as train_cli
+
+    rc, out = _train(reference, ["--config", "tiny.yaml", "--output-dir", "first"], kill="optimizer_step@1")
+    assert rc == -signal.SIGKILL, out
+    assert _files(reference / "first") == {"config.yaml", "train.log"}
+    assert train_cli.main(["--resume", "--output-dir", str(reference / "first")]) == 2
+    assert "stopped before its first epoch ended" in capsys.readouterr().err
+    assert train_cli.main(["--config", str(reference / "tiny.yaml"), "--output-dir", str(reference / "first")]) == 2
+    err = capsys.readouterr().err
+    assert "stopped before its first epoch ended" in err and "pass --resume" not in err
