@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from pyseg.faults import tear
+
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # open_temp_beside's mkstemp names: 8 random characters
 
 
 def open_temp_beside(path: str | os.PathLike, mode: str = "wb", create_parent: bool = True):
@@ -60,12 +65,24 @@ def discard_temp(f, tmp: Path) -> None:
     Path(tmp).unlink(missing_ok=True)
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files of :func:`open_temp_beside` in ``folder`` (not below it) and return their paths: what
+    a process killed while writing leaves. Only for a folder that no running process writes into."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if _TEMP_NAME.fullmatch(p.name) and p.is_file())
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", create_parent: bool = True):
     """``with atomic_write(path) as f:`` writes ``path`` on a clean exit; on an error nothing is left."""
     f, tmp = open_temp_beside(path, mode, create_parent)
     try:
-        yield f
+        yield tear(f, f"write:{Path(path).name}")
         commit_temp(f, tmp, path)
     except BaseException:
         discard_temp(f, tmp)

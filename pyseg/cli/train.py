@@ -47,13 +47,26 @@ def _versions(base: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def _stopped_in_first_epoch(run: Path) -> str:
+    """The end of an error message when ``run`` holds a run killed before its first checkpoint, else ''."""
+    if (run / "config.yaml").is_file() and not (run / "checkpoints" / "last.pt").is_file():
+        return (f"; {run} holds a run that stopped before its first epoch ended (no checkpoints/last.pt), so there "
+                "is nothing to resume: delete it and start again")
+    return ""
+
+
 def choose_run_dir(output_dir: Path | None, name: str, resume: bool, runs_root: Path = Path("runs")) -> Path:
     """The run directory per the policy in the module docstring; raises ValueError when it is not usable."""
     if output_dir is not None:
         if resume:
             if not (output_dir / "checkpoints" / "last.pt").is_file():
-                raise ValueError(f"--resume: {output_dir / 'checkpoints' / 'last.pt'} does not exist")
+                raise ValueError(f"--resume: {output_dir / 'checkpoints' / 'last.pt'} does not exist"
+                                 f"{_stopped_in_first_epoch(output_dir)}")
         elif output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+            stopped = _stopped_in_first_epoch(output_dir)
+            if stopped:
+                raise ValueError(f"output directory {output_dir} already exists and is not empty{stopped}, or "
+                                 "choose another --output-dir")
             raise ValueError(f"output directory {output_dir} already exists and is not empty; pass --resume to "
                              "continue that run, or choose another --output-dir (without --output-dir each "
                              f"run gets a new version folder under {runs_root}/<name>/)")

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from pyseg.config import Config
+from pyseg.faults import kill_point
 from pyseg.progress import with_progress
 from pyseg.training import build, distributed as D, loaders
 from pyseg.training.checkpoint import get_rng_state, load_checkpoint, set_rng_state
@@ -106,6 +107,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, num_classes:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            kill_point("optimizer_step")
         metrics.update(mask, logits.detach().argmax(1))
     loss_sum, n_images = D.all_reduce_sum([loss_sum.item(), n_images], device if D.is_dist() else "cpu")
     out = all_reduce_metrics(metrics.to_seg_metrics(), device=device).compute()

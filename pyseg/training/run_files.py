@@ -7,7 +7,7 @@
       metrics.csv               one row per epoch (METRIC_COLUMNS)
       lr.csv                    epoch, step, lr_<group> (backbone, head) per optimizer step
       best_per_class_iou.csv    class_id, class_name, iou of the best epoch (by val mIoU)
-      checkpoints/last.pt       after every epoch (resume point)
+      checkpoints/last.pt       after every epoch, written last (the resume point)
       checkpoints/best.pt       the epoch with the best val mIoU
       plots/lr.png, loss.png, miou.png
       train.log                 the log lines of the run (appended on resume)
@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from pyseg.config import Config, save_config
-from pyseg.fileio import atomic_write_text
+from pyseg.fileio import atomic_write_text, remove_stale_temps
 from pyseg.training.csv_tables import csv_text, read_csv
 from pyseg.training.checkpoint import atomic_torch_save
 
@@ -55,6 +55,9 @@ class RunFiles:
         pkg.addHandler(self._handler)
         if pkg.getEffectiveLevel() > logging.INFO:
             pkg.setLevel(logging.INFO)
+        for folder in (self.dir, self.dir / "checkpoints", self.dir / "plots"):
+            for p in remove_stale_temps(folder):
+                log.warning("removed %s: a temp file left by a run killed while writing it", p)
         if self.want_tb:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -85,7 +88,6 @@ class RunFiles:
         names = self.lr_names if self.lr_names and len(self.lr_names) == n_groups else \
             [f"group{i}" for i in range(n_groups)]
         atomic_write_text(self.dir / "lr.csv", csv_text(["epoch", "step"] + [f"lr_{n}" for n in names], lr_log))
-        atomic_torch_save(ckpt, self.dir / "checkpoints" / "last.pt")
         if improved:
             atomic_torch_save(ckpt, self.dir / "checkpoints" / "best.pt")
             names = self.class_names + [str(i) for i in range(len(self.class_names), len(iou_per_class))]
@@ -104,6 +106,8 @@ class RunFiles:
                 plot_run(self.dir)
             except ImportError as e:  # matplotlib missing: the run itself is fine
                 log.warning("plots skipped: %s", e)
+        # Last: a resume starts after the epoch last.pt names, so a crash before this line redoes the whole epoch.
+        atomic_torch_save(ckpt, self.dir / "checkpoints" / "last.pt")
 
     def close(self) -> None:
         if self.tb is not None:
