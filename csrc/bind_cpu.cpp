@@ -5,6 +5,8 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <cmath>
+#include <memory>
 #include <chrono>
 #include <cstdint>
 #include <sstream>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "cpu/crf_cpu.h"
+#include "cpu/lattice_op.h"
 #include "cpu/ops.h"
 #include "cpu/thread_pool.h"
 #include "crf/common.h"
@@ -186,6 +189,79 @@ py::array_t<float> dense_crf(const py::array& probs, const py::array& image, flo
   return out;
 }
 
+// The normalised lattice filter of one pairwise term and its adjoint, for pyseg.crf.layer.
+class PyLatticeFilter {
+ public:
+  static PyLatticeFilter from_features(const py::array& f, int normalization, int threads) {
+    require<float>(f, "features", 2, "float32");
+    if (f.shape(0) < 1 || f.shape(0) > pyseg::crf::kMaxDim)
+      throw py::value_error("features must be (d, n) with 1 <= d <= " + std::to_string(pyseg::crf::kMaxDim) +
+                            ", got " + shape_str(f));
+    pyseg::cpu::ArrayFeatures af{static_cast<const float*>(f.data()), (int)f.shape(0), (int64_t)f.shape(1)};
+    return build(threads, [&](pyseg::cpu::Executor& ex) {
+      return std::make_unique<pyseg::cpu::LatticeOp>(af, normalization, ex);
+    });
+  }
+  static PyLatticeFilter gaussian(int width, int height, float sxy, int normalization, int threads) {
+    check_size(width, height);
+    check_sigma("sxy", sxy);
+    return build(threads, [&](pyseg::cpu::Executor& ex) {
+      return std::make_unique<pyseg::cpu::LatticeOp>((int64_t)width * height,
+                                                     pyseg::cpu::GaussianImageFeatures{width, sxy, sxy},
+                                                     normalization, ex);
+    });
+  }
+  static PyLatticeFilter bilateral(const py::array& rgb, float sxy, float srgb, int normalization, int threads) {
+    require<uint8_t>(rgb, "image", 3, "uint8");
+    if (rgb.shape(2) != 3) throw py::value_error("image must be (H, W, 3) uint8 RGB, got shape " + shape_str(rgb));
+    check_sigma("sxy", sxy);
+    check_sigma("srgb", srgb);
+    const int height = (int)rgb.shape(0), width = (int)rgb.shape(1);
+    const uint8_t* p = static_cast<const uint8_t*>(rgb.data());
+    return build(threads, [&](pyseg::cpu::Executor& ex) {
+      return std::make_unique<pyseg::cpu::LatticeOp>(
+          (int64_t)width * height, pyseg::cpu::BilateralImageFeatures{width, sxy, sxy, srgb, srgb, srgb, p},
+          normalization, ex);
+    });
+  }
+
+  py::array_t<float> apply(const py::array& values, bool adjoint, int threads) const {
+    require<float>(values, "values", 2, "float32");
+    if (values.shape(0) != op_->n())
+      throw py::value_error("values must be (n, c) with n = " + std::to_string(op_->n()) + " points, got " +
+                            shape_str(values));
+    const int c = (int)values.shape(1);
+    py::array_t<float> out({(py::ssize_t)op_->n(), (py::ssize_t)c});
+    const float* in = static_cast<const float*>(values.data());
+    float* o = out.mutable_data();
+    py::gil_scoped_release nogil;
+    pyseg::cpu::with_executor(threads, [&](pyseg::cpu::Executor& ex) { op_->apply(in, o, c, adjoint, ex); });
+    return out;
+  }
+  int64_t n() const { return op_->n(); }
+  int d() const { return op_->d(); }
+  int vertices() const { return op_->vertices(); }
+
+ private:
+  template <class Make>
+  static PyLatticeFilter build(int threads, const Make& make) {
+    PyLatticeFilter r;
+    py::gil_scoped_release nogil;
+    pyseg::cpu::with_executor(threads, [&](pyseg::cpu::Executor& ex) { r.op_ = make(ex); });
+    return r;
+  }
+  static void check_size(int width, int height) {
+    if (width < 1 || height < 1)
+      throw py::value_error("width and height must be >= 1, got " + std::to_string(width) + " x " +
+                            std::to_string(height));
+  }
+  static void check_sigma(const char* name, float v) {
+    if (!(v > 0.0f) || !std::isfinite(v))
+      throw py::value_error(std::string(name) + " must be finite and > 0, got " + std::to_string(v));
+  }
+  std::shared_ptr<const pyseg::cpu::LatticeOp> op_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_crf_cpu, m) {
@@ -262,6 +338,20 @@ PYBIND11_MODULE(_crf_cpu, m) {
       py::arg("throw_at") = -1, "Test hook of the thread pool (see tests/test_crf_pool.py).");
   m.def("isa", [] { return std::string(pyseg::cpu::best_ops().name); },
         "Instruction set of the CPU ops in use (avx2 or sse2; PYSEG_CPU_ISA=sse2 forces the baseline).");
+
+  py::class_<PyLatticeFilter>(m, "LatticeFilter",
+                              "One pairwise term's normalised lattice filter as a linear map on (n, c) float32 "
+                              "rows, and its adjoint (pyseg.crf.layer).")
+      .def_static("from_features", &PyLatticeFilter::from_features, py::arg("features"), py::arg("normalization"),
+                  py::arg("threads") = 0)
+      .def_static("gaussian", &PyLatticeFilter::gaussian, py::arg("width"), py::arg("height"), py::arg("sxy"),
+                  py::arg("normalization"), py::arg("threads") = 0)
+      .def_static("bilateral", &PyLatticeFilter::bilateral, py::arg("image"), py::arg("sxy"), py::arg("srgb"),
+                  py::arg("normalization"), py::arg("threads") = 0)
+      .def("apply", &PyLatticeFilter::apply, py::arg("values"), py::arg("adjoint") = false, py::arg("threads") = 0)
+      .def_property_readonly("n", &PyLatticeFilter::n)
+      .def_property_readonly("d", &PyLatticeFilter::d)
+      .def_property_readonly("vertices", &PyLatticeFilter::vertices);
 
   py::class_<PyDenseCrf>(m, "DenseCRF")
       .def(py::init<int64_t, int>(), py::arg("n_points"), py::arg("n_labels"))

@@ -61,7 +61,7 @@ def test_command_help(command, guarded_env):
 
 
 @pytest.mark.parametrize("script", ["crf_speed.py", "crf_speed_cuda.py", "train_speed.py", "predict_speed.py",
-                                    "crf_gain.py", "cpu_profile.py"])
+                                    "crf_gain.py", "cpu_profile.py", "crf_layer_speed.py"])
 def test_benchmark_help(script, guarded_env):
     assert "usage:" in _run([sys.executable, f"benchmarks/{script}", "--help"], guarded_env)
 
@@ -77,6 +77,12 @@ def test_train_speed_quickest(guarded_env):
     out = _run([sys.executable, "benchmarks/train_speed.py", "--size", "64", "--batch-size", "2", "--steps", "1",
                 "--rounds", "1", "--warmup", "0", "--only", "deeplabv3_resnet50 (OS16)"], guarded_env)
     assert "img/s" in out
+
+
+def test_crf_layer_speed_quick(guarded_env):
+    out = _run([sys.executable, "benchmarks/crf_layer_speed.py", "--quick", "--rounds", "1", "--size", "64"],
+               guarded_env)
+    assert "CRF layer forward + backward" in out and "training step" in out
 
 
 @pytest.mark.data

@@ -1,0 +1,66 @@
+// LatticeOp: splat, blur and slice of the generic filter steps (cpu/lattice_filter.cpp) over any row width.
+#include "cpu/lattice_op.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "crf/common.h"
+
+namespace pyseg {
+namespace cpu {
+
+void LatticeOp::check_normalization(int normalization) {
+  if (normalization != crf::NORMALIZE_SYMMETRIC && normalization != crf::NO_NORMALIZATION)
+    throw std::invalid_argument("the lattice filter's adjoint needs NORMALIZE_SYMMETRIC or NO_NORMALIZATION, got " +
+                                std::to_string(normalization));
+}
+
+LatticeOp::LatticeOp(const ArrayFeatures& f, int normalization, Executor& ex) {
+  check_normalization(normalization);
+  auto lat = std::make_shared<Lattice>();
+  build_lattice(*lat, f, normalization, ex);
+  lat_ = lat;
+}
+
+LatticeOp::LatticeOp(int64_t n, const GaussianImageFeatures& f, int normalization, Executor& ex) {
+  check_normalization(normalization);
+  lat_ = gaussian_lattice(n, f, normalization, ex);  // the same cached lattice dense_crf uses
+}
+
+LatticeOp::LatticeOp(int64_t n, const BilateralImageFeatures& f, int normalization, Executor& ex) {
+  check_normalization(normalization);
+  auto lat = std::make_shared<Lattice>();
+  build_lattice(*lat, n, f, normalization, ex);
+  lat_ = lat;
+}
+
+void LatticeOp::apply(const float* in, float* out, int c, bool adjoint, Executor& ex) const {
+  const Lattice& lat = *lat_;
+  const int64_t m = lat.m;
+  std::vector<float> acc((size_t)lat.rows() * c), local((size_t)lat.rows() * c);
+  // Two global tables, m + 1 rows each: row m is the zero "missing neighbour" the blur reads.
+  std::vector<float> g[2] = {std::vector<float>((size_t)(m + 1) * c, 0.0f),
+                             std::vector<float>((size_t)(m + 1) * c, 0.0f)};
+  ex.run(lat.nchunks, [&](int k) { splat_chunk(lat, k, in, c, acc.data()); });
+  ex.parallel_for(m, [&](int64_t b, int64_t e) { reduce_rows(lat, acc.data(), c, g[0].data(), b, e); }, 256);
+  int cur = 0;
+  for (int pass = 0; pass <= lat.d; ++pass) {
+    const int j = adjoint ? lat.d - pass : pass;
+    const float* src = g[cur].data();
+    float* dst = g[1 - cur].data();
+    ex.parallel_for(m, [&](int64_t b, int64_t e) { blur_rows(lat, j, src, dst, c, b, e); }, 256);
+    cur = 1 - cur;
+  }
+  const float* blurred = g[cur].data();
+  ex.parallel_for(lat.rows(), [&](int64_t b, int64_t e) { distribute_rows(lat, blurred, c, local.data(), b, e); },
+                  1024);
+  ex.run(lat.nchunks, [&](int k) {
+    for (int64_t p = lat.chunk_begin[k]; p < lat.chunk_begin[k + 1]; ++p)
+      slice_pixel(lat, p, local.data(), c, out + p * c);
+  });
+}
+
+}  // namespace cpu
+}  // namespace pyseg
