@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import blocky_probs, smooth_image
 
 import pyseg.crf as dcrf
 from pyseg.crf import utils as cutils
@@ -22,20 +23,11 @@ PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(dcr
 
 
 def image(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([128 + 100 * np.sin(xx / 6.0 + seed), 128 + 100 * np.cos(yy / 4.0),
-                    128 + 90 * np.sin((xx + yy) / 9.0)], -1) + rng.normal(0, 5, (h, w, 3))
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return smooth_image(h, w, seed, periods=(6.0, 4.0, 9.0), noise=5.0)
 
 
 def probs(n_labels, h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    lab = (np.add.outer(np.arange(h) // 7, np.arange(w) // 9) + seed) % n_labels
-    p = np.full((n_labels, h, w), 0.2 / max(n_labels - 1, 1))
-    np.put_along_axis(p, lab[None], 0.8, axis=0)
-    p = 0.6 * p + 0.4 * rng.dirichlet(np.ones(n_labels), size=(h, w)).transpose(2, 0, 1)
-    return (p / p.sum(0, keepdims=True)).astype(np.float32)
+    return blocky_probs(n_labels, h, w, seed, block=(7, 9))
 
 
 P = CRFParams(gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=20, bilateral_srgb=13, bilateral_compat=10,
