@@ -1,7 +1,7 @@
 """The fast CRF (pyseg.crf) against pydensecrf2 and against the NumPy oracle (pyseg.crf.reference).
 
-Targets (issue #2): argmax equal on >= 99.9% of pixels and probabilities within 1e-3; on crf_examples at
-least 99.5% of pixels equal to pydensecrf's out*.png. The drop-in API is used exactly as pydensecrf code
+Targets: argmax equal on >= 99.9% of pixels and probabilities within PROB_TOL; on crf_examples at least
+99.5% of pixels equal to pydensecrf's out*.png. The drop-in API is used exactly as pydensecrf code
 uses it (``import pyseg.crf as dcrf``).
 """
 
@@ -16,7 +16,8 @@ from pyseg.crf import reference as R
 from pyseg.crf.params import CRFParams
 
 ARGMAX_MIN = 0.999
-PROB_TOL = 1e-3
+# the largest |dQ| measured here on the AVX2 and SSE2 paths (benchmarks/NOTES_tolerances.md), with a margin
+PROB_TOL = 5e-5
 NORMS = [dcrf.NO_NORMALIZATION, dcrf.NORMALIZE_BEFORE, dcrf.NORMALIZE_AFTER, dcrf.NORMALIZE_SYMMETRIC]
 
 
@@ -177,7 +178,8 @@ def test_step_inference_and_kl_like_pydensecrf(pdcrf):
         assert_parity(a, b, f"stepInference {i + 1}")
     assert_parity(inf_got, inf_ref, "inference(5)")
     np.testing.assert_allclose(qs_got[-1], inf_got, atol=1e-5, err_msg="5 steps != inference(5)")
-    np.testing.assert_allclose(kl_got, kl_ref, rtol=1e-3, atol=1e-2 * h * w, err_msg="klDivergence")
+    # the relative KL error measured is in benchmarks/NOTES_tolerances.md
+    np.testing.assert_allclose(kl_got, kl_ref, rtol=1e-5, atol=0, err_msg="klDivergence")
 
 
 @pytest.mark.pydensecrf
