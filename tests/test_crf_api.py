@@ -14,6 +14,7 @@ import pytest
 from helpers import blocky_probs, smooth_image
 
 import pyseg.crf as dcrf
+from pyseg.crf import reference as R
 from pyseg.crf import utils as cutils
 from pyseg.crf.params import CRFParams
 
@@ -195,6 +196,34 @@ def test_generic_feature_dimensions(dim):
         b.setUnaryEnergy(u2)
         b.addPairwiseEnergy(cutils.create_pairwise_gaussian((3, 3), (h, w))[::-1].copy(), compat=3)
         np.testing.assert_allclose(b.inference(4), a.inference(4), atol=1e-6)
+
+
+def clustered_points(dim: int, n: int, n_labels: int, seed: int):
+    """``n`` points in ``dim``-D around 6 centres (spread 0.5 lattice units in all, so neighbours interact
+    at any d) and a noisy unary (n_labels, n)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(dim, 6)) * 6 / np.sqrt(dim)
+    feats = centres[:, rng.integers(0, 6, n)] + rng.normal(size=(dim, n)) * 0.5 / np.sqrt(dim)
+    p = rng.dirichlet(np.ones(n_labels) * 0.7, size=n).T
+    return feats.astype(np.float32), (-np.log(np.clip(p, 1e-5, 1.0))).astype(np.float32)
+
+
+@pytest.mark.parametrize("dim", [1, 4, 7, 16, 32])
+def test_runtime_feature_dimensions_match_the_reference(dim):
+    """The run-time-dimension lattice (d other than 2, 3, 5) against the NumPy oracle, every normalisation;
+    the tolerance is from the errors measured in benchmarks/NOTES_tolerances.md."""
+    feats, u = clustered_points(dim, 400 if dim < 32 else 100, 4, seed=dim)
+    for norm in (dcrf.NORMALIZE_SYMMETRIC, dcrf.NO_NORMALIZATION, dcrf.NORMALIZE_BEFORE, dcrf.NORMALIZE_AFTER):
+        compat = 0.3 if norm == dcrf.NO_NORMALIZATION else 4.0  # unnormalised messages carry the blur gain
+        d = dcrf.DenseCRF(feats.shape[1], u.shape[0])
+        d.setUnaryEnergy(u.copy())
+        d.addPairwiseEnergy(feats.copy(), compat=compat, normalization=norm)
+        got = np.array(d.inference(5))
+        want = R.meanfield(u, [R.Pairwise(feats, compat, norm)], 5)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=f"d = {dim}, normalization {norm}")
+        if norm == dcrf.NORMALIZE_SYMMETRIC:  # the points' neighbours change labels: the blur is exercised
+            alone = np.exp(-u) / np.exp(-u).sum(0)
+            assert (want.argmax(0) != alone.argmax(0)).mean() > 0.1
 
 
 def test_feature_dimension_limit():
