@@ -11,8 +11,10 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import blocky_probs, smooth_image
 
 import pyseg.crf as dcrf
+from pyseg.crf import reference as R
 from pyseg.crf import utils as cutils
 from pyseg.crf.params import CRFParams
 
@@ -22,20 +24,11 @@ PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(dcr
 
 
 def image(h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([128 + 100 * np.sin(xx / 6.0 + seed), 128 + 100 * np.cos(yy / 4.0),
-                    128 + 90 * np.sin((xx + yy) / 9.0)], -1) + rng.normal(0, 5, (h, w, 3))
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return smooth_image(h, w, seed, periods=(6.0, 4.0, 9.0), noise=5.0)
 
 
 def probs(n_labels, h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    lab = (np.add.outer(np.arange(h) // 7, np.arange(w) // 9) + seed) % n_labels
-    p = np.full((n_labels, h, w), 0.2 / max(n_labels - 1, 1))
-    np.put_along_axis(p, lab[None], 0.8, axis=0)
-    p = 0.6 * p + 0.4 * rng.dirichlet(np.ones(n_labels), size=(h, w)).transpose(2, 0, 1)
-    return (p / p.sum(0, keepdims=True)).astype(np.float32)
+    return blocky_probs(n_labels, h, w, seed, block=(7, 9))
 
 
 P = CRFParams(gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=20, bilateral_srgb=13, bilateral_compat=10,
@@ -203,6 +196,34 @@ def test_generic_feature_dimensions(dim):
         b.setUnaryEnergy(u2)
         b.addPairwiseEnergy(cutils.create_pairwise_gaussian((3, 3), (h, w))[::-1].copy(), compat=3)
         np.testing.assert_allclose(b.inference(4), a.inference(4), atol=1e-6)
+
+
+def clustered_points(dim: int, n: int, n_labels: int, seed: int):
+    """``n`` points in ``dim``-D around 6 centres (spread 0.5 lattice units in all, so neighbours interact
+    at any d) and a noisy unary (n_labels, n)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(dim, 6)) * 6 / np.sqrt(dim)
+    feats = centres[:, rng.integers(0, 6, n)] + rng.normal(size=(dim, n)) * 0.5 / np.sqrt(dim)
+    p = rng.dirichlet(np.ones(n_labels) * 0.7, size=n).T
+    return feats.astype(np.float32), (-np.log(np.clip(p, 1e-5, 1.0))).astype(np.float32)
+
+
+@pytest.mark.parametrize("dim", [1, 4, 7, 16, 32])
+def test_runtime_feature_dimensions_match_the_reference(dim):
+    """The run-time-dimension lattice (d other than 2, 3, 5) against the NumPy oracle, every normalisation;
+    the tolerance is from the errors measured in benchmarks/NOTES_tolerances.md."""
+    feats, u = clustered_points(dim, 400 if dim < 32 else 100, 4, seed=dim)
+    for norm in (dcrf.NORMALIZE_SYMMETRIC, dcrf.NO_NORMALIZATION, dcrf.NORMALIZE_BEFORE, dcrf.NORMALIZE_AFTER):
+        compat = 0.3 if norm == dcrf.NO_NORMALIZATION else 4.0  # unnormalised messages carry the blur gain
+        d = dcrf.DenseCRF(feats.shape[1], u.shape[0])
+        d.setUnaryEnergy(u.copy())
+        d.addPairwiseEnergy(feats.copy(), compat=compat, normalization=norm)
+        got = np.array(d.inference(5))
+        want = R.meanfield(u, [R.Pairwise(feats, compat, norm)], 5)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=f"d = {dim}, normalization {norm}")
+        if norm == dcrf.NORMALIZE_SYMMETRIC:  # the points' neighbours change labels: the blur is exercised
+            alone = np.exp(-u) / np.exp(-u).sum(0)
+            assert (want.argmax(0) != alone.argmax(0)).mean() > 0.1
 
 
 def test_feature_dimension_limit():

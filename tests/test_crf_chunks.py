@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from test_crf_parity import blocky_probs, smooth_image
+from helpers import blocky_probs, smooth_image
 
 import pyseg.crf as dcrf
 from pyseg.crf import reference as R
@@ -25,14 +25,6 @@ from pyseg.crf.params import CRFParams
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(dcrf.__file__))))
 CHUNK = 32768
 H, W = 190, 250  # 47500 pixels: a full chunk and one of 14732 (not a multiple of 8 or 16)
-
-
-def image(h, w, seed=0):
-    return smooth_image(h, w, seed)
-
-
-def probs(n_labels, h, w, seed=0):
-    return blocky_probs(n_labels, h, w, seed)
 
 
 def test_sizes_span_several_chunks():
@@ -46,7 +38,7 @@ def test_multi_chunk_matches_pydensecrf(n_labels, preset):
     pd = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf2 (the parity reference) is not installed")
     from pydensecrf.utils import unary_from_softmax
 
-    img, pr = image(H, W, seed=n_labels), probs(n_labels, H, W, seed=n_labels)
+    img, pr = smooth_image(H, W, seed=n_labels), blocky_probs(n_labels, H, W, seed=n_labels)
     p = CRFParams.preset(preset)
     d = pd.DenseCRF2D(W, H, n_labels)
     d.setUnaryEnergy(unary_from_softmax(pr))
@@ -61,7 +53,7 @@ def test_multi_chunk_matches_pydensecrf(n_labels, preset):
 
 def test_multi_chunk_matches_oracle():
     h, w, n_labels = 150, 230, 3  # 34500 pixels: two chunks, small enough for the NumPy oracle
-    img, pr = image(h, w, seed=3), probs(n_labels, h, w, seed=3)
+    img, pr = smooth_image(h, w, seed=3), blocky_probs(n_labels, h, w, seed=3)
     p = CRFParams.preset("krahenbuhl")
     got = dcrf.dense_crf(pr, img, p, iterations=3)
     ref = R.dense_crf_reference(pr, img, p, 3)
@@ -70,7 +62,7 @@ def test_multi_chunk_matches_oracle():
 
 
 def test_multi_chunk_bitwise_same_for_any_thread_count():
-    img, pr = image(H, W, seed=1), probs(11, H, W, seed=1)
+    img, pr = smooth_image(H, W, seed=1), blocky_probs(11, H, W, seed=1)
     p = CRFParams.preset("krahenbuhl")
     one = dcrf.dense_crf(pr, img, p, num_threads=1)
     for t in (2, 3, 5):
@@ -81,7 +73,7 @@ def test_multi_chunk_bitwise_same_for_any_thread_count():
 
 
 def test_step_inference_equals_inference_across_chunks():
-    img, pr = image(H, W, seed=2), probs(6, H, W, seed=2)
+    img, pr = smooth_image(H, W, seed=2), blocky_probs(6, H, W, seed=2)
     u = (-np.log(np.clip(pr, 1e-5, 1.0))).reshape(6, -1)
     d = dcrf.DenseCRF2D(W, H, 6)
     d.setUnaryEnergy(u)
@@ -119,7 +111,7 @@ def test_simd_lattice_build_is_bitwise_the_scalar_one():
     u = rng.uniform(0.1, 3.0, (4, feats.shape[1])).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         inp = os.path.join(tmp, "in.npz")
-        np.savez(inp, p=probs(11, H, W, seed=4), i=image(H, W, seed=4), f=feats, u=u)
+        np.savez(inp, p=blocky_probs(11, H, W, seed=4), i=smooth_image(H, W, seed=4), f=feats, u=u)
         results = []
         for flag in ("1", "0"):
             out = os.path.join(tmp, f"out{flag}.npz")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import edged_image, natural_crop
 
 from pyseg.crf import reference as ref
 from pyseg.crf.params import CRFParams
@@ -62,28 +63,13 @@ def random_probs(rng, b, n_labels, h, w, scale=2.0):
     return (p / p.sum(1, keepdims=True)).astype(np.float32)
 
 
-def natural_crop(shared_data: Path, name: str, y: int, x: int, h: int, w: int) -> np.ndarray:
-    from PIL import Image
-
-    im = np.asarray(Image.open(shared_data / "crf_examples" / name).convert("RGB"))
-    return np.ascontiguousarray(im[y:y + h, x:x + w])
-
-
-def smooth_image(rng, h, w):
-    """A synthetic image with regions and edges (not noise), so the bilateral lattice is sparse."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)),
-                    np.where((xx // 7 + yy // 5) % 2 == 0, 40, 200)], -1)
-    return np.clip(img + rng.integers(-6, 7, size=img.shape), 0, 255).astype(np.uint8)
-
-
 # ------------------------------------------------------------------------------- host emulation (no GPU)
 @pytest.mark.parametrize("preset", ["krahenbuhl", "deeplab"])
 @pytest.mark.parametrize("iterations", [0, 1, 4])
 def test_emulated_pipeline_matches_reference(emulator, preset, iterations):
     rng = np.random.default_rng(3 + iterations)
     h, w, n_labels = 23, 31, 5
-    image = smooth_image(rng, h, w)
+    image = edged_image(rng, h, w)
     probs = random_probs(rng, 1, n_labels, h, w)
     params = CRFParams.preset(preset)
     out, (m, m0, pieces, _) = run_emulator(emulator, probs, image[None], params, iterations)
@@ -101,7 +87,7 @@ def test_emulated_label_counts(emulator, n_labels):
     # 1..32 labels keep a pixel's row in registers (Update<G>), more use the generic in-memory row.
     rng = np.random.default_rng(n_labels)
     h, w = 13, 18
-    image = smooth_image(rng, h, w)
+    image = edged_image(rng, h, w)
     probs = random_probs(rng, 1, n_labels, h, w)
     params = CRFParams.preset("krahenbuhl")
     out, _ = run_emulator(emulator, probs, image[None], params, 3)
@@ -110,7 +96,7 @@ def test_emulated_label_counts(emulator, n_labels):
 
 def test_emulated_natural_image_and_labels_not_multiple_of_4(emulator, shared_data):
     rng = np.random.default_rng(11)
-    image = natural_crop(shared_data, "im1.png", 90, 150, 36, 48)
+    image = natural_crop(shared_data, 36, 48, y0=90, x0=150, name="im1.png")
     probs = random_probs(rng, 1, 11, 36, 48, scale=1.5)
     params = CRFParams.preset("krahenbuhl")
     out, _ = run_emulator(emulator, probs, image[None], params, 3)
@@ -130,7 +116,7 @@ def test_emulated_matches_cpu_backend(emulator, shared_data):
     except ImportError as e:
         pytest.skip(f"CPU backend not built: {e}")
     rng = np.random.default_rng(4)
-    image = natural_crop(shared_data, "im2.png", 40, 60, 96, 128)
+    image = natural_crop(shared_data, 96, 128, y0=40, x0=60, name="im2.png")
     coarse = rng.normal(size=(11, 7, 9)) * 3
     logits = np.repeat(np.repeat(coarse, 16, 1), 16, 2)[:, :96, :128] + rng.normal(size=(11, 96, 128))
     probs = np.exp(logits - logits.max(0))
@@ -146,7 +132,7 @@ def test_emulated_matches_cpu_backend(emulator, shared_data):
 def test_emulated_batch_equals_single_images(emulator):
     rng = np.random.default_rng(5)
     h, w, n_labels = 17, 21, 6
-    images = np.stack([smooth_image(rng, h, w), smooth_image(rng, h, w)[::-1].copy(),
+    images = np.stack([edged_image(rng, h, w), edged_image(rng, h, w)[::-1].copy(),
                        rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)])
     probs = random_probs(rng, 3, n_labels, h, w)
     params = CRFParams.preset("krahenbuhl").replace(bilateral_sxy=9.0, bilateral_srgb=20.0)
@@ -335,7 +321,7 @@ def _agree(got, want):
 def test_cuda_matches_cpu_random(preset, n_labels):
     rng = np.random.default_rng(n_labels)
     h, w = 37, 53
-    images = np.stack([smooth_image(rng, h, w), rng.integers(0, 256, (h, w, 3), dtype=np.uint8)])
+    images = np.stack([edged_image(rng, h, w), rng.integers(0, 256, (h, w, 3), dtype=np.uint8)])
     probs = random_probs(rng, 2, n_labels, h, w)
     params = CRFParams.preset(preset)
     for iterations in (0, 1, 5):
@@ -365,8 +351,8 @@ def test_cuda_matches_cpu_real_images(shared_data):
 def test_cuda_batch_equals_single_and_is_deterministic():
     rng = np.random.default_rng(1)
     h, w, n_labels = 48, 64, 11
-    images = np.stack([smooth_image(rng, h, w), rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
-                       smooth_image(rng, h, w)[::-1].copy()])
+    images = np.stack([edged_image(rng, h, w), rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                       edged_image(rng, h, w)[::-1].copy()])
     probs = random_probs(rng, 3, n_labels, h, w)
     params = CRFParams.preset("deeplab")
     batch = _cuda(probs, images, params, 4)
@@ -387,7 +373,7 @@ def test_cuda_single_image_shapes_and_side_stream():
     image = rng.integers(0, 256, (1, 1, 1, 3), dtype=np.uint8)
     _agree(_cuda(probs, image, CRFParams(), 3), _cpu_crf(probs, image, CRFParams(), 3))
     p = torch.from_numpy(random_probs(rng, 1, 4, 20, 30)[0]).cuda()
-    im = torch.from_numpy(smooth_image(rng, 20, 30)).cuda()
+    im = torch.from_numpy(edged_image(rng, 20, 30)).cuda()
     want = dense_crf_cuda(p, im, None, 3)
     assert want.shape == (4, 20, 30) and want.dtype == torch.float32 and want.device == p.device
     side = torch.cuda.Stream()
@@ -412,7 +398,7 @@ def test_cuda_graph_cache_follows_new_tensors_and_shapes(monkeypatch):
     cases = []
     for h, w, n_labels in ((24, 40, 5), (31, 17, 11), (9, 13, 2)):
         probs = torch.from_numpy(random_probs(rng, 2, n_labels, h, w)).cuda()
-        images = torch.from_numpy(np.stack([smooth_image(rng, h, w), smooth_image(rng, h, w)[::-1].copy()])).cuda()
+        images = torch.from_numpy(np.stack([edged_image(rng, h, w), edged_image(rng, h, w)[::-1].copy()])).cuda()
         cases.append((probs, images))
     monkeypatch.setenv("PYSEG_CUDA_GRAPHS", "0")
     want = [dense_crf_cuda(p, im, params, 3).cpu() for p, im in cases]

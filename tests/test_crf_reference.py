@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import natural_crop, smooth_image
 
 from pyseg.crf import reference as R
 
 # --------------------------------------------------------------------------------------------- inputs
-
-
-def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A smooth synthetic RGB image with a little noise, (H, W, 3) uint8."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([128 + 100 * np.sin(xx / 7.0 + seed), 128 + 100 * np.cos(yy / 5.0),
-                    128 + 90 * np.sin((xx + yy) / 11.0)], -1)
-    img += rng.normal(0, 6, img.shape)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def natural_crop(shared_data, h, w, y0=100, x0=150, name="im1.png") -> np.ndarray:
-    from PIL import Image
-
-    img = np.asarray(Image.open(shared_data / "crf_examples" / name).convert("RGB"))
-    return np.ascontiguousarray(img[y0:y0 + h, x0:x0 + w])
 
 
 def random_unary(n_labels: int, n: int, seed: int = 0) -> np.ndarray:
@@ -110,7 +94,7 @@ def test_oracle_matches_pydensecrf_natural(shared_data, preset, n_labels):
     from pyseg.crf.params import CRFParams
 
     p = CRFParams.preset(preset)
-    img = natural_crop(shared_data, 40, 56, name="im2.png")
+    img = natural_crop(shared_data, 40, 56, y0=100, x0=150, name="im2.png")
     u = random_unary(n_labels, img.shape[0] * img.shape[1], seed=n_labels)
     gauss = (p.gaussian_sxy, p.gaussian_compat, R.NORMALIZE_SYMMETRIC)
     bilat = (p.bilateral_sxy, p.bilateral_srgb, p.bilateral_compat, R.NORMALIZE_SYMMETRIC)
@@ -261,7 +245,7 @@ def test_lattice_within_bound_of_exact_filter():
 @pytest.mark.slow
 @pytest.mark.data
 def test_lattice_within_bound_of_exact_filter_natural(shared_data):
-    _check_exact_bounds(natural_crop(shared_data, 30, 40))
+    _check_exact_bounds(natural_crop(shared_data, 30, 40, y0=100, x0=150))
 
 
 def test_grid_bound_catches_broken_lattices():

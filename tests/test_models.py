@@ -266,3 +266,73 @@ def test_pretrained_backbone_errors(tmp_path):
     bad.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="bad.pth"):
         create_model("deeplabv3_resnet18", 3, pretrained_backbone=str(bad))
+
+
+# ------------------------------------------------------------------------------- dilation rates, switches
+def taps(conv: torch.nn.Conv2d) -> list[int]:
+    """The row offsets a 3x3 conv reads, found by its own forward on an impulse: [-r, 0, r] at dilation r."""
+    probe = torch.nn.Conv2d(1, 1, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                            dilation=conv.dilation, bias=False)
+    torch.nn.init.ones_(probe.weight)
+    reach = (conv.kernel_size[0] // 2) * conv.dilation[0]
+    x = torch.zeros(1, 1, 4 * reach + 1, 4 * reach + 1)
+    x[0, 0, 2 * reach, 2 * reach] = 1
+    with torch.no_grad():
+        rows = probe(x)[0, 0].nonzero()[:, 0].unique()
+    return sorted(2 * reach - int(r) for r in rows)
+
+
+def rate_of(conv: torch.nn.Conv2d) -> int:
+    t = taps(conv)
+    assert len(t) == 3 and t[1] == 0 and t[0] == -t[2], f"not a centred 3x3 conv: taps {t}"
+    return t[2]
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_resnet18", "deeplabv3plus_resnet18"])
+@pytest.mark.parametrize("os_,rates", [(16, [6, 12, 18]), (8, [12, 24, 36])])
+def test_aspp_rates_double_at_output_stride_8(name, os_, rates):
+    m = create_model(name, 3, output_stride=os_)
+    assert [rate_of(b[0]) for b in m.aspp.branches[1:4]] == rates
+    assert m.aspp.branches[0][0].kernel_size == (1, 1)
+
+
+def test_deeplab_v2_aspp_l_rates():
+    v2r = create_model("deeplabv2_resnet101", 3)
+    assert [rate_of(c) for c in v2r.aspp] == [6, 12, 18, 24]
+    v2v = create_model("deeplabv2_vgg16", 3, fc_channels=8)
+    assert [rate_of(b[0]) for b in v2v.branches] == [6, 12, 18, 24]
+
+
+def test_deeplab_v1_fc6_rate_12_and_conv5_rate_2():
+    m = create_model("deeplabv1_vgg16", 3, fc_channels=8)
+    assert [rate_of(b[0]) for b in m.branches] == [12]
+    convs = [c for c in m.backbone.features if isinstance(c, torch.nn.Conv2d)]
+    assert [rate_of(c) for c in convs] == [1] * 10 + [2] * 3  # conv5_1..3 dilated after pool4's stride 1
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("os_,layer3,layer4", [(16, 1, 2), (8, 2, 4)])
+def test_resnet_backbone_dilations(depth, os_, layer3, layer4):
+    b = ResNetBackbone(depth, os_)
+    last = lambda layer: layer[-1].conv2  # noqa: E731  (the 3x3 conv of BasicBlock and Bottleneck)
+    assert (rate_of(last(b.layer3)), rate_of(last(b.layer4))) == (layer3, layer4)
+
+
+def test_deconvnet_unpools_with_the_switches_in_mirror_order():
+    """Decoder stage k starts from pool (6 - k)'s switches: what enters it is nonzero only at that pool's argmax
+    positions (and somewhere), so upsampling that ignores the switches, or switches in another order, fail."""
+    torch.manual_seed(0)
+    m = create_model("deconvnet_vgg16", 2, fc6_padding=3, fc_channels=8).eval()
+    x = torch.randn(1, 3, 64, 96)
+    entering = []
+    for stage in m.decoder:
+        stage.register_forward_pre_hook(lambda mod, args: entering.append(args[0]))
+    with torch.no_grad():
+        _, switches, _ = m.backbone(x)
+        m(x)
+    assert len(entering) == 5
+    for k, (got, idx) in enumerate(zip(entering, reversed(switches))):
+        assert got.shape[:2] == idx.shape[:2] and got.shape[-2:] == (2 * idx.shape[-2], 2 * idx.shape[-1])
+        at_switch = torch.zeros_like(got, dtype=torch.bool).flatten(2).scatter_(2, idx.flatten(2), True)
+        nonzero = got.flatten(2) != 0
+        assert nonzero.any() and not nonzero[~at_switch].any(), f"stage {k + 1} is not unpooled with pool {5 - k}"

@@ -63,14 +63,61 @@ def test_predict_writes_a_valid_submission(env, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     ids = S.image_ids_from_json(env["test"])
     assert S.validate_submission(out, ids, size=32, num_classes=11)["rows"] == 4
-    # an ensemble of one run reproduces it (up to float16 near-ties of this untrained model's
-    # almost uniform probabilities); the json's order is checked
-    rc = cli_predict.main(["--ensemble", str(tmp_path / "p"), "--ann", str(env["test"]), "--out",
-                           str(tmp_path / "ens.csv")])
+
+
+def _ensemble_of(env, tmp_path, *dirs) -> np.ndarray:
+    out = tmp_path / "ens.csv"
+    rc = cli_predict.main(["--ensemble", *map(str, dirs), "--ann", str(env["test"]), "--out", str(out)])
     assert rc == 0
-    _, a = S.decode_submission(out, 32)
-    _, b = S.decode_submission(tmp_path / "ens.csv", 32)
-    assert (a == b).mean() > 0.9
+    return S.decode_submission(out, 48)[1]
+
+
+def test_ensemble_of_saved_probs_equals_direct_prediction_exactly(env, tmp_path, capsys):
+    """With and without TTA; the untrained model's almost uniform probabilities have float16 near-ties, so
+    saving must keep the argmax."""
+    direct = {}
+    for tta in ("off", "flip,0.75,1.25"):
+        out = tmp_path / f"{tta}.csv"
+        extra = ["--tta", tta] if tta != "off" else []
+        rc = cli_predict.main(_args(env) + ["--out", str(out), "--size", "48", "--save-probs", str(tmp_path / tta)]
+                              + extra)
+        assert rc == 0, capsys.readouterr().err
+        direct[tta] = S.decode_submission(out, 48)[1]
+        np.testing.assert_array_equal(_ensemble_of(env, tmp_path, tmp_path / tta), direct[tta])
+        # two copies of the run are the run
+        np.testing.assert_array_equal(_ensemble_of(env, tmp_path, tmp_path / tta, tmp_path / tta), direct[tta])
+    assert (direct["off"] != direct["flip,0.75,1.25"]).any()  # the TTA views change the map
+
+
+def test_predict_crf_changes_the_map_as_dense_crf_does(env, tmp_path, capsys):
+    """--crf's submission is the argmax of pyseg.crf.dense_crf on the model's probabilities with the raw image,
+    and differs from the submission without it; --save-probs with --crf keeps the CRF's probabilities."""
+    from pyseg.crf import dense_crf
+    from pyseg.crf.params import CRFParams
+    from pyseg.data import CocoSegmentation
+    from pyseg.inference import inputs as I
+    from pyseg.inference import predict as P
+
+    outs = {}
+    for crf in ("off", "krahenbuhl"):
+        outs[crf] = tmp_path / f"{crf}.csv"
+        rc = cli_predict.main(_args(env) + ["--out", str(outs[crf]), "--size", "48", "--crf", crf, "--crf-device",
+                                            "cpu", "--save-probs", str(tmp_path / crf)])
+        assert rc == 0, capsys.readouterr().err
+    ids, plain = S.decode_submission(outs["off"], 48)
+    _, refined = S.decode_submission(outs["krahenbuhl"], 48)
+    model, ckpt = I.load_trained_model(env["dir"] / "good.pt", "cpu")
+    ds = CocoSegmentation(env["root"], env["test"], classes="trash11")
+    results = list(P.predict_dataset(model, ds, input_size=I.input_size_from_checkpoint(ckpt), batch_size=4,
+                                     keep_probs=True, device="cpu"))
+    assert [r.image_id for r in results] == list(ids)
+    want_plain = np.stack([S.resize_nearest(r.probs.argmax(0), 48) for r in results])
+    want_crf = np.stack([S.resize_nearest(dense_crf(r.probs, r.image, CRFParams.preset("krahenbuhl")).argmax(0), 48)
+                         for r in results])
+    np.testing.assert_array_equal(plain, want_plain)
+    np.testing.assert_array_equal(refined, want_crf)
+    assert (want_crf != want_plain).mean() > 0.02  # the CRF changes this map: the comparison is not vacuous
+    np.testing.assert_array_equal(_ensemble_of(env, tmp_path, tmp_path / "krahenbuhl"), refined)
 
 
 def test_predict_with_crf(env, tmp_path, capsys):

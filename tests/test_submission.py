@@ -222,3 +222,17 @@ def test_ensemble_rejects_mismatches(tmp_path):
     assert not (tmp_path / "e.csv").exists()
     with pytest.raises(ValueError, match=r"\(3, 4, 4\)"):
         PR.ProbsWriter(tmp_path / "w", 3, None, 4).write("a", 0, np.zeros((2, 4, 4)), 4, 4)
+
+
+def test_float16_probabilities_keep_the_argmax():
+    from pyseg.inference.probs import float16_keeping_argmax
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=(64, 64)).transpose(2, 0, 1).astype(np.float32)
+    p[3] = p[1] + 1e-5  # class 3 wins by less than a float16 step: rounding alone makes it a tie with 1
+    p /= p.sum(0, keepdims=True)
+    assert (p.astype(np.float16).argmax(0) != p.argmax(0)).any()
+    half = float16_keeping_argmax(p)
+    assert half.dtype == np.float16
+    np.testing.assert_array_equal(half.argmax(0), p.argmax(0))
+    np.testing.assert_allclose(half, p, atol=1e-3)  # at most one float16 step from plain rounding

@@ -1,4 +1,5 @@
-"""fit() end to end on a tiny model and tiny synthetic data: run files, resume equivalence, early stopping."""
+"""fit() end to end on a tiny model and tiny synthetic data: run files, resume equivalence, early stopping, and
+each trainer feature on its own (accumulation, clipping, SGD, channels_last, autocast, fp16 with its GradScaler)."""
 
 from __future__ import annotations
 
@@ -139,15 +140,168 @@ def test_early_stopping_on_miou(tmp_path):
     assert again["epochs_run"] == 3 and again["stopped_early"]
 
 
-def test_accumulation_clipping_sgd_and_bf16(tmp_path):
-    cfg = _cfg("train.epochs=1", "train.accum_steps=2", "train.grad_clip=0.5", "optim.name=sgd",
-               "optim.weight_decay=1e-4", "train.amp=bf16", "train.channels_last=true")
-    result = _run(cfg, tmp_path / "run")
-    assert result["epochs_run"] == 1
-    lr = _rows(tmp_path / "run" / "lr.csv")
-    assert len(lr) == 3  # 5 batches, an optimizer step every 2 and after the last
-    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert ckpt["optimizer"]["param_groups"][0]["momentum"] == 0.9
+# ------------------------------------------------------- trainer features, each on its own (CPU and CUDA)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+class Plain(nn.Module):
+    """No BatchNorm and no dropout: a batch of 8 and two of 4 give the same gradient."""
+
+    def __init__(self, inject_inf: bool = False):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(8, 3, 1)
+        self.inject_inf = inject_inf  # the first backward pass returns inf gradients (an fp16 overflow)
+
+    def forward(self, x):
+        f = self.backbone(x)
+        if self.inject_inf and self.training:
+            self.inject_inf = False
+            f = _InfGrad.apply(f)
+        return self.head(f)
+
+
+class _InfGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("inf"))
+
+
+def _fit_plain(cfg, run_dir, device, model=None, resume=False):
+    torch.manual_seed(0)
+    model = model if model is not None else Plain()
+    cfg = apply_overrides(cfg, [f"train.device={device}"])
+    fit(cfg, run_dir, model=model, datasets=(Shapes(22, 0), Shapes(7, 1)), resume=resume)
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")
+
+
+def _spy_optimizer(monkeypatch):
+    """Wraps the optimizer fit builds: records it, and per step the parameters and gradients it saw."""
+    from pyseg.training import build
+
+    seen = {"steps": []}
+    real = build.build_optimizer
+
+    def wrapped(model, cfg):
+        opt = real(model, cfg)
+        seen["optimizer"] = opt
+        params = [p for g in opt.param_groups for p in g["params"]]
+        before = []
+
+        def pre(*_):
+            before[:] = [(p.detach().clone(), p.grad.detach().clone()) for p in params]
+
+        def post(*_):
+            seen["steps"].append([(b, g, p.detach().clone()) for (b, g), p in zip(before, params)])
+
+        opt.register_step_pre_hook(pre)
+        opt.register_step_post_hook(post)
+        return opt
+
+    monkeypatch.setattr(build, "build_optimizer", wrapped)
+    return seen
+
+
+def _grad_norm(step) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for _, g, _ in step])))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_accumulation_over_k_batches_equals_one_k_times_larger_batch(tmp_path, monkeypatch, device):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 sums on a GPU too
+    # SGD without momentum: the step is proportional to the gradient (Adam's first step would hide a factor)
+    sgd = ["optim.name=sgd", "optim.momentum=0", "optim.lr=0.5", "train.epochs=1"]
+    acc = _fit_plain(_cfg(*sgd, "data.batch_size=4", "train.accum_steps=2", "train.max_train_batches=2"),
+                     tmp_path / "acc", device)
+    big = _fit_plain(_cfg(*sgd, "data.batch_size=8", "train.max_train_batches=1"), tmp_path / "big", device)
+    torch.manual_seed(0)
+    start = Plain().state_dict()
+    for k in start:
+        moved = (big["model"][k].cpu() - start[k]).abs().max()
+        assert moved > 1e-3, f"{k} did not move: the comparison would be vacuous"
+        torch.testing.assert_close(acc["model"][k], big["model"][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("amp", ["none", "fp16"])
+def test_clipping_bounds_the_gradient_norm_the_optimizer_sees(tmp_path, monkeypatch, device, amp):
+    seen = _spy_optimizer(monkeypatch)
+    _fit_plain(_cfg("train.epochs=1", f"train.amp={amp}"), tmp_path / "free", device)
+    free = [_grad_norm(s) for s in seen["steps"]]
+    clip = min(free) / 4
+    seen["steps"].clear()
+    _fit_plain(_cfg("train.epochs=1", f"train.amp={amp}", f"train.grad_clip={clip}"), tmp_path / "clipped", device)
+    norms = [_grad_norm(s) for s in seen["steps"]]
+    assert len(norms) == len(free) == 5
+    assert max(norms) <= clip * (1 + 1e-5) and min(norms) >= clip * 0.99, (clip, norms)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sgd_is_the_optimizer_that_steps(tmp_path, monkeypatch, device):
+    seen = _spy_optimizer(monkeypatch)
+    ckpt = _fit_plain(_cfg("train.epochs=1", "optim.name=sgd", "optim.lr=0.05", "optim.weight_decay=0.01",
+                           "optim.momentum=0.8"), tmp_path / "run", device)
+    assert type(seen["optimizer"]) is torch.optim.SGD
+    assert ckpt["optimizer"]["param_groups"][0]["momentum"] == 0.8
+    # SGD's first step: buffer = g + wd * p, p -= lr * buffer; its second: buffer = 0.8 buffer + g + wd * p
+    (first, second) = seen["steps"][:2]
+    buffers = []
+    for before, grad, after in first:
+        buffers.append(grad + 0.01 * before)
+        torch.testing.assert_close(after, before - 0.05 * buffers[-1], rtol=1e-5, atol=1e-7)
+    for (before, grad, after), buf in zip(second, buffers):
+        torch.testing.assert_close(after, before - 0.05 * (0.8 * buf + grad + 0.01 * before), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_applies_to_parameters_and_inputs(tmp_path, device, channels_last):
+    model, seen = Plain(), []
+
+    def check(mod, args):
+        cl = torch.channels_last
+        seen.append((mod.training, mod.weight.is_contiguous(memory_format=cl), args[0].is_contiguous(memory_format=cl)))
+
+    model.backbone[0].register_forward_pre_hook(check)
+    _fit_plain(_cfg("train.epochs=1", f"train.channels_last={str(channels_last).lower()}"), tmp_path / "run", device,
+               model)
+    assert {training for training, _, _ in seen} == {True, False}  # training and validation
+    assert all(w == channels_last and x == channels_last for _, w, x in seen), seen
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16), ("none", torch.float32)])
+def test_forward_runs_under_autocast(tmp_path, device, amp, dtype):
+    model, seen = Plain(), []
+
+    def check(mod, args, out):
+        dev = args[0].device.type
+        seen.append((mod.training, torch.is_autocast_enabled(dev), out.dtype))
+
+    model.head.register_forward_hook(check)
+    _fit_plain(_cfg("train.epochs=1", f"train.amp={amp}"), tmp_path / "run", device, model)
+    assert {training for training, _, _ in seen} == {True, False}
+    assert all(on == (amp != "none") and got == dtype for _, on, got in seen), seen
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")  # the skip
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp16_grad_scaler_skips_an_overflow_and_resumes_with_its_scale(tmp_path, monkeypatch, device):
+    """The first backward overflows: the GradScaler skips that step (the optimizer steps 4 times for 5 batches,
+    and no weight turns inf) and halves its scale; a resume continues from the saved scale and halves it again
+    at the next overflow (a fresh scaler would end at 65536 / 2)."""
+    seen = _spy_optimizer(monkeypatch)
+    cfg = _cfg("train.amp=fp16", "train.epochs=2")
+    ckpt = _fit_plain(apply_overrides(cfg, ["train.epochs=1"]), tmp_path / "run", device, Plain(inject_inf=True))
+    assert len(seen["steps"]) == 4
+    assert all(torch.isfinite(w).all() for w in ckpt["model"].values())
+    assert ckpt["scaler"]["scale"] == 65536.0 / 2
+    ckpt = _fit_plain(cfg, tmp_path / "run", device, Plain(inject_inf=True), resume=True)
+    assert ckpt["epoch"] == 2 and ckpt["scaler"]["scale"] == 65536.0 / 4
 
 
 def test_nan_loss_is_reported(tmp_path):

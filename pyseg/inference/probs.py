@@ -10,8 +10,8 @@ averaged into a submission by :func:`ensemble_probs`): a directory holding
 * one ``NNNNNN.npz`` per image (``np.savez_compressed``) with the array ``probs``: float16, shape
   (C, S, S), the class probabilities that produced the submission row (after the CRF when it was on),
   sampled at the submission resolution with the same nearest-neighbour indices as the class map
-  (:func:`pyseg.submission.resize_nearest`), so the argmax of one saved directory reproduces its submission (up to
-  float16 ties).
+  (:func:`pyseg.submission.resize_nearest`) and stored so that their argmax is the submission's map
+  (:func:`float16_keeping_argmax`): an ensemble of one saved directory reproduces its submission exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +28,22 @@ from pyseg.submission import SubmissionWriter
 
 PROBS_FORMAT = "pyseg-probs"
 PROBS_VERSION = 1
+
+
+def float16_keeping_argmax(probs: np.ndarray) -> np.ndarray:
+    """(C, ...) probabilities as float16 whose argmax over axis 0 is the input's.
+
+    Rounding keeps the order of two values but can make them equal; where that ties the top class with a
+    lower-numbered one, the top class moves up one float16 step, so a submission and the argmax of its saved
+    probabilities are the same map."""
+    p = np.asarray(probs)
+    half = p.astype(np.float16)
+    top = p.argmax(0)[None]
+    lost = half.argmax(0)[None] != top
+    if lost.any():
+        kept = np.take_along_axis(half, top, 0)
+        np.put_along_axis(half, top, np.where(lost, np.nextafter(kept, np.float16(np.inf)), kept), 0)
+    return half
 
 
 class ProbsWriter:
@@ -55,7 +71,7 @@ class ProbsWriter:
             raise ValueError(f"probabilities must be ({self.num_classes}, {self.size}, {self.size}), got {p.shape}")
         name = f"{len(self.images):06d}.npz"
         with atomic_write(self.dir / name, "wb", create_parent=False) as f:
-            np.savez_compressed(f, probs=p.astype(np.float16))
+            np.savez_compressed(f, probs=float16_keeping_argmax(p))
         self.images.append({"image_id": str(image_id), "id": int(image_int_id), "file": name,
                             "height": int(height), "width": int(width)})
 

@@ -1,0 +1,49 @@
+"""Inputs shared by the CRF tests: synthetic and natural images, network-like probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def smooth_image(h: int, w: int, seed: int = 0, periods=(7.0, 5.0, 11.0), noise: float = 6.0) -> np.ndarray:
+    """Smooth synthetic RGB (H, W, 3) uint8 with a little noise: regions the bilateral kernel can follow."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    px, py, pxy = periods
+    img = np.stack([128 + 100 * np.sin(xx / px + seed), 128 + 100 * np.cos(yy / py),
+                    128 + 90 * np.sin((xx + yy) / pxy)], -1)
+    img += rng.normal(0, noise, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def edged_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Ramps and a checkerboard with a little noise (H, W, 3) uint8: regions and edges, a sparse lattice."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)),
+                    np.where((xx // 7 + yy // 5) % 2 == 0, 40, 200)], -1)
+    return np.clip(img + rng.integers(-6, 7, size=img.shape), 0, 255).astype(np.uint8)
+
+
+def load_rgb(path) -> np.ndarray:
+    """An image file as a writable, C-contiguous (H, W, 3) uint8 RGB array."""
+    from PIL import Image
+
+    return np.array(Image.open(path).convert("RGB"))
+
+
+def natural_crop(shared_data, h: int, w: int, *, y0: int, x0: int, name: str = "im1.png") -> np.ndarray:
+    """The (h, w) crop at (y0, x0) of ../shared/data/crf_examples/<name>, C-contiguous uint8 RGB."""
+    img = load_rgb(shared_data / "crf_examples" / name)
+    if y0 + h > img.shape[0] or x0 + w > img.shape[1]:
+        raise ValueError(f"crop {h}x{w} at ({y0}, {x0}) does not fit {name} of shape {img.shape[:2]}")
+    return np.ascontiguousarray(img[y0:y0 + h, x0:x0 + w])
+
+
+def blocky_probs(n_labels: int, h: int, w: int, seed: int = 0, block=(9, 13)) -> np.ndarray:
+    """Noisy per-region probabilities, like a network's output: mostly confident, sometimes wrong."""
+    rng = np.random.default_rng(seed)
+    lab = (np.add.outer(np.arange(h) // block[0], np.arange(w) // block[1]) + seed) % n_labels
+    p = np.full((n_labels, h, w), 0.2 / max(n_labels - 1, 1))
+    np.put_along_axis(p, lab[None], 0.8, axis=0)
+    p = 0.6 * p + 0.4 * rng.dirichlet(np.ones(n_labels), size=(h, w)).transpose(2, 0, 1)
+    return (p / p.sum(0, keepdims=True)).astype(np.float32)
