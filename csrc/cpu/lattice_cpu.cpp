@@ -16,6 +16,7 @@
 #include "cpu/lattice_simd.h"
 #include "cpu/profile.h"
 #include "crf/lattice.h"
+#include "switches.h"
 
 
 namespace pyseg {
@@ -105,10 +106,7 @@ std::string overflow_message(int d, int64_t p, const float* f) {
 
 // Whether the Gaussian image lattice may number its vertices through a KeyGrid (PYSEG_LATTICE_GRID=0 turns
 // it off: the hash tables then build the same lattice, which the tests compare).
-bool grid_keys_enabled() {
-  const char* s = std::getenv("PYSEG_LATTICE_GRID");
-  return !(s && s[0] == '0' && s[1] == 0);
-}
+bool grid_keys_enabled() { return switches::lattice_grid_allowed(); }
 
 // Key boxes of a d = 2 lattice whose keys are bounded in advance (KeyGrid): one per chunk, and one for all.
 struct GridPlan {

@@ -17,6 +17,7 @@
 #include "cuda/api.cuh"
 #include "cuda/layout.cuh"
 #include "cuda/pipeline.cuh"
+#include "switches.h"
 
 namespace pyseg {
 namespace cuda {
@@ -207,10 +208,7 @@ std::map<GraphKey, GraphEntry> g_graphs;
 std::map<int, cudaStream_t> g_capture_streams;
 uint64_t g_graph_clock = 0;
 
-bool graphs_enabled() {
-  const char* v = std::getenv("PYSEG_CUDA_GRAPHS");
-  return !(v != nullptr && std::strcmp(v, "0") == 0);
-}
+bool graphs_enabled() { return switches::cuda_graphs_allowed(); }
 
 struct GraphGuard {  // destroys a captured graph on every path
   cudaGraph_t g = nullptr;
