@@ -123,8 +123,8 @@ void DenseCrf::propagate_all(Executor& ex) {
   // The tasks of a phase, listed thread block by thread block: block k holds vertices [m k / t, m (k + 1) / t)
   // of every term, in pieces, and the same number of tasks in every block, so that the pool's first share of
   // the list for thread k (Executor::run) is block k. A thread then blurs the same vertices in every pass and
-  // mostly reads rows that it wrote itself, from its own cache. (Pieces in any order: the blur took up to twice
-  // as long on this project's 2-vCPU VM whenever its two vCPUs were far apart.)
+  // mostly reads rows that it wrote itself, from its own cache (pieces in any order are slower when the cores
+  // are far apart: benchmarks/NOTES_cpu.md).
   auto make_tasks = [&](int j) {
     tasks.clear();
     for (int64_t blk = 0; blk < t; ++blk)

@@ -44,9 +44,7 @@ void blur_rows_v(const Lattice& lat, int j, const float* __restrict src, float* 
 // pixels' instead of stalling the core.
 constexpr int kBlockPixels = 16;
 // The unary rows of the block kPrefetchPixels ahead are prefetched: a sequential stream, but the hardware's
-// prefetch can fall behind among the slice's scattered loads (update 3-8% faster on 2 threads in four of six
-// A/Bs at 512x512, unchanged in the calm minutes of the others; 32 and 128 pixels ahead measured less;
-// prefetching the weight and offset streams as well gave nothing more).
+// prefetch can fall behind among the slice's scattered loads (the distance measured: benchmarks/NOTES_cpu.md).
 constexpr int kPrefetchPixels = 64;
 
 // Prefetches the rows (of `width` elements) of pixels [p, p + kBlockPixels), as far as they are in [0, n).
@@ -157,8 +155,8 @@ inline void energies_block_potts2(const UpdateTerm& ka, const UpdateTerm& kb, in
 }
 
 // The term's acc rows += bary * pre * q for pixels p0 + i, i < nb (q: rows of LP at tb; pre is in bary where
-// the lattice is folded), in pixel order (D1: vertices per pixel, 0 = run time). (Keeping a run of pixels'
-// shared rows in registers measured slower: spills.)
+// the lattice is folded), in pixel order (D1: vertices per pixel, 0 = run time). Rows are not kept in
+// registers across pixels: that spills (benchmarks/NOTES_cpu.md).
 template <int LP, int D1>
 inline void splat_block(const UpdateTerm& k, int64_t p0, int nb, const float* __restrict tb) {
   using R = Row<LP>;

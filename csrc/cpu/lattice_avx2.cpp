@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include "cpu/ops.h"
+#include "switches.h"
 
 namespace pyseg {
 namespace cpu {
@@ -28,11 +29,7 @@ inline v8f load8(const float* p) {
 }  // namespace
 
 bool lattice_simd_enabled() {
-  static const bool on = [] {
-    const char* env = std::getenv("PYSEG_LATTICE_SIMD");
-    if (env && std::strcmp(env, "0") == 0) return false;
-    return cpu_has_avx2();
-  }();
+  static const bool on = switches::lattice_simd_allowed() && cpu_has_avx2();
   return on;
 }
 

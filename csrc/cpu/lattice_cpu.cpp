@@ -16,6 +16,7 @@
 #include "cpu/lattice_simd.h"
 #include "cpu/profile.h"
 #include "crf/lattice.h"
+#include "switches.h"
 
 
 namespace pyseg {
@@ -105,10 +106,7 @@ std::string overflow_message(int d, int64_t p, const float* f) {
 
 // Whether the Gaussian image lattice may number its vertices through a KeyGrid (PYSEG_LATTICE_GRID=0 turns
 // it off: the hash tables then build the same lattice, which the tests compare).
-bool grid_keys_enabled() {
-  const char* s = std::getenv("PYSEG_LATTICE_GRID");
-  return !(s && s[0] == '0' && s[1] == 0);
-}
+bool grid_keys_enabled() { return switches::lattice_grid_allowed(); }
 
 // Key boxes of a d = 2 lattice whose keys are bounded in advance (KeyGrid): one per chunk, and one for all.
 struct GridPlan {
@@ -162,7 +160,7 @@ bool plan_gaussian_grid(const ImageTables& t, int64_t n, GridPlan& plan) {
 // in four steps that each leave the state the next one reads:
 //   lattice_points   each point's simplex (rem0, rank) and barycentric weights, its vertices numbered in its
 //                    chunk's table (offsets hold chunk-relative rows until normalise)
-//   merge_vertices   the global vertices: the chunks' keys merged in chunk order (local row k -> to_global[k])
+//   number_vertices   the global vertices: the chunks' keys merged in chunk order (local row k -> to_global[k])
 //   find_neighbours  the blur neighbours of every vertex
 //   normalise        norm = filter(ones), folded into the weights or kept as pre/post factors per point
 template <int D, class Keys, class Feat>
@@ -177,13 +175,13 @@ struct LatticeBuild {
   const crf::LatticeScales sc;
   std::vector<Keys> local;   // per chunk: the vertices its points touch (its local rows)
   std::vector<int64_t> bad;  // per chunk: its first point out of the lattice's range, or -1
-  Keys table;                // the global vertices (merge_vertices)
+  Keys table;                // the global vertices (number_vertices)
   int64_t rows = 0;          // local rows of all chunks
 
   LatticeBuild(Lattice& lat_, int d_rt, int64_t n, const Feat& feat_, int normalization_, Executor& ex_,
                const GridPlan* plan_);
   void lattice_points();
-  void merge_vertices();
+  void number_vertices();
   void find_neighbours();
   void normalise();
 };
@@ -351,7 +349,7 @@ void LatticeBuild<D, Keys, Feat>::lattice_points() {
 }
 
 template <int D, class Keys, class Feat>
-void LatticeBuild<D, Keys, Feat>::merge_vertices() {
+void LatticeBuild<D, Keys, Feat>::number_vertices() {
   const int nchunks = lat.nchunks;
   lat.local_begin.assign(nchunks + 1, 0);
   for (int c = 0; c < nchunks; ++c) lat.local_begin[c + 1] = lat.local_begin[c] + local[c].size();
@@ -500,7 +498,7 @@ void build_keys(Lattice& lat, int d_rt, int64_t n, const Feat& feat, int normali
   PYSEG_PROFILE_CLOCK(prof, "lattice d=" + std::to_string(build.d));
   build.lattice_points();
   PYSEG_PROFILE_TICK(prof, "points");
-  build.merge_vertices();
+  build.number_vertices();
   PYSEG_PROFILE_TICK(prof, "merge");
   build.find_neighbours();
   PYSEG_PROFILE_TICK(prof, "neighbours");

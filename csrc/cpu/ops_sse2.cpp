@@ -3,8 +3,7 @@
 #define PYSEG_ISA_NAME "sse2"
 #include "cpu/ops_impl.h"
 
-#include <cstdlib>
-#include <cstring>
+#include "switches.h"
 
 namespace pyseg {
 namespace cpu {
@@ -22,8 +21,7 @@ bool cpu_has_avx2() {
 
 const OpsSet& best_ops() {
   static const OpsSet* best = [] {
-    const char* isa = std::getenv("PYSEG_CPU_ISA");
-    if (isa && std::strcmp(isa, "sse2") == 0) return &ops_sse2();
+    if (switches::cpu_isa_sse2()) return &ops_sse2();
 #if defined(PYSEG_HAVE_AVX2_OPS)
     if (cpu_has_avx2()) return &ops_avx2();
 #endif

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <new>
 
+#include "switches.h"
+
 namespace pyseg {
 namespace cpu {
 namespace {
@@ -25,14 +27,7 @@ std::mutex g_mu;
 std::vector<Block>* g_cache = nullptr;  // leaked on purpose (no destruction-order issues at exit)
 size_t g_cached = 0;
 
-size_t cache_limit() {
-  static const size_t lim = [] {
-    const char* s = std::getenv("PYSEG_CRF_CACHE_MB");
-    if (s) return (size_t)std::strtoull(s, nullptr, 10) << 20;
-    return size_t(1024) << 20;
-  }();
-  return lim;
-}
+size_t cache_limit() { return switches::crf_cache_bytes(); }
 
 // Whole 2 MiB huge pages where that wastes at most an eighth, else whole 4 KiB pages: a huge page counts in full
 // in the resident set once touched, so a 2.2 MiB buffer rounded to 4 MiB would add 1.8 MiB to the peak memory

@@ -1,5 +1,5 @@
-// Large-buffer allocator of the CPU driver. Fresh memory is expensive (a page fault per 4 KiB page: about
-// 1 ms per MiB on the VMs measured, more than the CRF itself), so big buffers are mmap'ed with transparent
+// Large-buffer allocator of the CPU driver. Fresh memory is expensive (a page fault per 4 KiB page, more
+// than the CRF itself: benchmarks/NOTES_cpu.md), so big buffers are mmap'ed with transparent
 // huge pages requested (in 2 MiB multiples where that wastes little), and freed buffers are kept for the next
 // call (a small cache of at most cache_limit bytes; release_cached_memory() returns it to the OS). Small
 // requests use operator new.

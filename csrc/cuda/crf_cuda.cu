@@ -17,6 +17,7 @@
 #include "cuda/api.cuh"
 #include "cuda/layout.cuh"
 #include "cuda/pipeline.cuh"
+#include "switches.h"
 
 namespace pyseg {
 namespace cuda {
@@ -99,7 +100,7 @@ size_t cub_temp_bytes_uncached(const Sizes& s) {
   return sort_bytes > scan_bytes ? sort_bytes : scan_bytes;
 }
 
-// cub's size queries and the multiprocessor count cost tens of microseconds of host time per call: cache
+// cub's size queries and the multiprocessor count cost host time on every call: cache
 // them (per device, entry count and key bits; the current device is set by the caller).
 std::mutex g_cache_mutex;
 std::map<std::tuple<int, int64_t, int>, size_t> g_cub_bytes;
@@ -176,8 +177,7 @@ void check_params(const crf::ImageParams& p, int iterations) {
 }
 
 // ---------------------------------------------------------------------------------------- CUDA graphs
-// A call is ~120 short launches (about 30 to build the lattices, 9 per iteration); launched one by one, the gaps
-// between them add up (H100, 512x512 x 11 labels x 10 iterations: 1.38 ms kernel by kernel, 1.21 ms replayed). The
+// A call is many short launches; launched one by one, the gaps between them add up (benchmarks/NOTES_cuda.md). The
 // sequence is captured once into a CUDA graph per (device, shapes, parameters, workspace) and replayed with one
 // cudaGraphLaunch. When only the input or output pointers changed, the cached executable graph is updated in place
 // (cudaGraphExecUpdate, no re-instantiation). Captured on a private stream (capture is not allowed on the legacy
@@ -207,10 +207,7 @@ std::map<GraphKey, GraphEntry> g_graphs;
 std::map<int, cudaStream_t> g_capture_streams;
 uint64_t g_graph_clock = 0;
 
-bool graphs_enabled() {
-  const char* v = std::getenv("PYSEG_CUDA_GRAPHS");
-  return !(v != nullptr && std::strcmp(v, "0") == 0);
-}
+bool graphs_enabled() { return switches::cuda_graphs_allowed(); }
 
 struct GraphGuard {  // destroys a captured graph on every path
   cudaGraph_t g = nullptr;

@@ -15,8 +15,8 @@ namespace cuda {
 // Splat, first pass: per (piece, float4 group) the weighted sum of the piece's entries, in a fixed order:
 // four sums of up to kSubLen consecutive entries each (ascending), then (s0 + s1) + (s2 + s3). The order
 // depends only on an entry's place in its vertex's run, so results are bitwise the same run to run. The
-// four independent sums keep four rows' loads in flight per thread: on an H100, 1.3 ms instead of 2.25 ms
-// per iteration of a 64 x 256x256 batch compared with one running sum. ONES splats a vector of ones with
+// four independent sums keep four rows' loads in flight per thread (against one running sum:
+// benchmarks/NOTES_cuda.md). ONES splats a vector of ones with
 // the barycentric weights (the normalisation pass, G = 1).
 template <bool ONES>
 struct SplatPieces {

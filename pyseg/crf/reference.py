@@ -81,6 +81,109 @@ _f32 = np.float32
 
 
 # ----------------------------------------------------------------------------------------------- lattice
+# The steps carry the names of the C++ ones (csrc/README.md maps each to its CPU function and CUDA kernel).
+
+def _checked_features(features) -> np.ndarray:
+    f = np.asarray(features)
+    if f.ndim != 2 or f.shape[0] < 1 or f.shape[1] < 1:
+        raise ValueError(f"features must be a non-empty (d, N) array, got shape {f.shape}")
+    f = f.astype(_f32)
+    if not np.all(np.isfinite(f)):
+        raise ValueError("features must be finite")
+    return f
+
+
+def lattice_points(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each point's simplex and weights (crf::lattice_point): (rem0 (d+1, N) float32, the closest remainder-0
+    point; rank (d+1, N) int64; weight (N, d+1) float32 barycentric weights) of (d, N) float32 features."""
+    d, n = f.shape
+    dp1 = d + 1
+    # Elevation onto the hyperplane sum(x) = 0 of R^{d+1} (float32, the reference's operation order).
+    inv_std_dev = _f32(math.sqrt(2.0 / 3.0) * dp1)
+    scale = np.array([1.0 / math.sqrt((i + 2) * (i + 1)) * float(inv_std_dev) for i in range(d)],
+                     dtype=_f32)
+    elevated = np.zeros((dp1, n), dtype=_f32)
+    sm = np.zeros(n, dtype=_f32)
+    for j in range(d, 0, -1):
+        cf = f[j - 1] * scale[j - 1]
+        elevated[j] = sm - _f32(j) * cf
+        sm = sm + cf
+    elevated[0] = sm
+    if float(np.abs(elevated).max()) > 2.0 ** 40:
+        raise ValueError("features too large for the lattice (|elevated coordinate| > 2^40): sigma too small?")
+    # Closest remainder-0 lattice point (round half to even, as the SSE conversion does).
+    down = _f32(1.0) / _f32(dp1)
+    v = np.rint(down * elevated).astype(_f32)
+    rem0 = v * _f32(dp1)
+    ssum = np.zeros(n, dtype=_f32)
+    for i in range(dp1):
+        ssum = ssum + v[i]
+    # Rank of every coordinate's residual.
+    rank = np.zeros((dp1, n), dtype=np.int64)
+    resid = elevated - rem0
+    for i in range(d):
+        for j in range(i + 1, dp1):
+            c = resid[i] < resid[j]
+            rank[i] += c
+            rank[j] += ~c
+    rank += ssum.astype(np.int64)
+    low = rank < 0
+    high = rank > d
+    rank[low] += dp1
+    rem0[low] += _f32(dp1)
+    rank[high] -= dp1
+    rem0[high] -= _f32(dp1)
+    # Barycentric weights.
+    bary = np.zeros((n, d + 2), dtype=_f32)
+    cols = np.arange(n)
+    for i in range(dp1):
+        w = (elevated[i] - rem0[i]) * down
+        p = d - rank[i]
+        bary[cols, p] += w
+        bary[cols, p + 1] -= w
+    bary[:, 0] += _f32(1.0) + bary[:, d + 1]
+    return rem0, rank, np.ascontiguousarray(bary[:, :dp1])
+
+
+def number_vertices(rem0: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices of the points' simplices, numbered once each (crf::vertex_key, then one number per key):
+    (keys (M, d) int64, their first d coordinates, sorted; offset (N, d+1) int64, the vertex of each point's
+    corner r). The C++ numbers them in order of appearance instead: the same lattice."""
+    dp1, n = rank.shape
+    d = dp1 - 1
+    # Vertex keys of the d+1 simplex corners: rem0 + canonical[r][rank].
+    rem0_i = rem0.astype(np.int64)[:d]  # (d, N)
+    rank_d = rank[:d]
+    allkeys = np.empty((n, dp1, d), dtype=np.int64)
+    for r in range(dp1):
+        canon = np.where(rank_d <= d - r, r, r - dp1)
+        allkeys[:, r, :] = (rem0_i + canon).T
+    keys, inverse = np.unique(allkeys.reshape(n * dp1, d), axis=0, return_inverse=True)
+    return keys, inverse.reshape(n, dp1)
+
+
+def find_neighbours(keys: np.ndarray) -> np.ndarray:
+    """Blur neighbours (crf::neighbour_keys) of (M, d) vertex keys: (d+1, M, 2) int64, the vertices before
+    and after each vertex along each lattice axis j (-1 where absent): n1 = key - 1 except key[j] + d,
+    n2 = key + 1 except key[j] - d."""
+    m, d = keys.shape
+    cand = []
+    for j in range(d + 1):
+        n1 = keys - 1
+        n2 = keys + 1
+        if j < d:
+            n1[:, j] = keys[:, j] + d
+            n2[:, j] = keys[:, j] - d
+        cand.append(n1)
+        cand.append(n2)
+    allc = np.concatenate([keys] + cand, axis=0)
+    _, inv = np.unique(allc, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    lut = np.full(inv.max() + 1, -1, dtype=np.int64)
+    lut[inv[:m]] = np.arange(m)
+    return lut[inv[m:]].reshape(d + 1, 2, m).transpose(0, 2, 1).copy()
+
+
 class Lattice:
     """The permutohedral lattice of a (d, N) float32 feature matrix.
 
@@ -91,111 +194,46 @@ class Lattice:
     """
 
     def __init__(self, features: np.ndarray):
-        f = np.asarray(features)
-        if f.ndim != 2 or f.shape[0] < 1 or f.shape[1] < 1:
-            raise ValueError(f"features must be a non-empty (d, N) array, got shape {f.shape}")
-        f = f.astype(_f32)
-        if not np.all(np.isfinite(f)):
-            raise ValueError("features must be finite")
-        d, n = f.shape
-        self.d, self.n = d, n
-        dp1 = d + 1
-        # Elevation onto the hyperplane sum(x) = 0 of R^{d+1} (float32, the reference's operation order).
-        inv_std_dev = _f32(math.sqrt(2.0 / 3.0) * dp1)
-        scale = np.array([1.0 / math.sqrt((i + 2) * (i + 1)) * float(inv_std_dev) for i in range(d)],
-                         dtype=_f32)
-        elevated = np.zeros((dp1, n), dtype=_f32)
-        sm = np.zeros(n, dtype=_f32)
-        for j in range(d, 0, -1):
-            cf = f[j - 1] * scale[j - 1]
-            elevated[j] = sm - _f32(j) * cf
-            sm = sm + cf
-        elevated[0] = sm
-        if float(np.abs(elevated).max()) > 2.0 ** 40:
-            raise ValueError("features too large for the lattice (|elevated coordinate| > 2^40): sigma too small?")
-        # Closest remainder-0 lattice point (round half to even, as the SSE conversion does).
-        down = _f32(1.0) / _f32(dp1)
-        v = np.rint(down * elevated).astype(_f32)
-        rem0 = v * _f32(dp1)
-        ssum = np.zeros(n, dtype=_f32)
-        for i in range(dp1):
-            ssum = ssum + v[i]
-        # Rank of every coordinate's residual.
-        rank = np.zeros((dp1, n), dtype=np.int64)
-        resid = elevated - rem0
-        for i in range(d):
-            for j in range(i + 1, dp1):
-                c = resid[i] < resid[j]
-                rank[i] += c
-                rank[j] += ~c
-        rank += ssum.astype(np.int64)
-        low = rank < 0
-        high = rank > d
-        rank[low] += dp1
-        rem0[low] += _f32(dp1)
-        rank[high] -= dp1
-        rem0[high] -= _f32(dp1)
-        # Barycentric weights.
-        bary = np.zeros((n, d + 2), dtype=_f32)
-        cols = np.arange(n)
-        for i in range(dp1):
-            w = (elevated[i] - rem0[i]) * down
-            p = d - rank[i]
-            bary[cols, p] += w
-            bary[cols, p + 1] -= w
-        bary[:, 0] += _f32(1.0) + bary[:, d + 1]
-        self.weight = np.ascontiguousarray(bary[:, :dp1])
-        # Vertex keys of the d+1 simplex corners: rem0 + canonical[r][rank].
-        rem0_i = rem0.astype(np.int64)[:d]  # (d, N)
-        rank_d = rank[:d]
-        allkeys = np.empty((n, dp1, d), dtype=np.int64)
-        for r in range(dp1):
-            canon = np.where(rank_d <= d - r, r, r - dp1)
-            allkeys[:, r, :] = (rem0_i + canon).T
-        keys, inverse = np.unique(allkeys.reshape(n * dp1, d), axis=0, return_inverse=True)
-        self.keys = keys
-        self.m = keys.shape[0]
-        self.offset = inverse.reshape(n, dp1)
-        # Blur neighbours along each axis j: n1 = key - 1 except key[j] + d, n2 = key + 1 except key[j] - d.
-        m = self.m
-        cand = []
-        for j in range(dp1):
-            n1 = keys - 1
-            n2 = keys + 1
-            if j < d:
-                n1[:, j] = keys[:, j] + d
-                n2[:, j] = keys[:, j] - d
-            cand.append(n1)
-            cand.append(n2)
-        allc = np.concatenate([keys] + cand, axis=0)
-        _, inv = np.unique(allc, axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
-        lut = np.full(inv.max() + 1, -1, dtype=np.int64)
-        lut[inv[:m]] = np.arange(m)
-        self.neighbors = lut[inv[m:]].reshape(dp1, 2, m).transpose(0, 2, 1).copy()
+        f = _checked_features(features)
+        self.d, self.n = f.shape
+        rem0, rank, self.weight = lattice_points(f)
+        self.keys, self.offset = number_vertices(rem0, rank)
+        self.m = self.keys.shape[0]
+        self.neighbors = find_neighbours(self.keys)
 
-    def filter(self, values: np.ndarray, reverse: bool = False) -> np.ndarray:
-        """Filter (C, N) values: splat, blur (axes 0..d, or d..0 when ``reverse``), slice. Returns (C, N) float64."""
-        vals = np.asarray(values, dtype=np.float64)
-        if vals.ndim != 2 or vals.shape[1] != self.n:
-            raise ValueError(f"values must be (C, {self.n}), got shape {vals.shape}")
+    def splat(self, vals: np.ndarray) -> np.ndarray:
+        """(M+1, C) float64 vertex sums of the weighted (C, N) values; row 0 is a zero "missing neighbour" and
+        vertex v lives at row v + 1."""
         c = vals.shape[0]
-        dp1 = self.d + 1
-        # Row 0 is a zero "missing neighbour"; vertex v lives at row v + 1.
         grid = np.zeros((self.m + 1, c), dtype=np.float64)
         contrib = (self.weight[:, :, None].astype(np.float64) * vals.T[:, None, :]).reshape(-1, c)
         np.add.at(grid, self.offset.reshape(-1) + 1, contrib)
-        axes = range(self.d, -1, -1) if reverse else range(dp1)
+        return grid
+
+    def blur(self, grid: np.ndarray, reverse: bool = False) -> np.ndarray:
+        """[1 2 1] / 2 along the lattice axes 0..d (d..0 when ``reverse``), every read from the values before
+        the axis's pass."""
+        axes = range(self.d, -1, -1) if reverse else range(self.d + 1)
         for j in axes:
             n1 = self.neighbors[j, :, 0] + 1
             n2 = self.neighbors[j, :, 1] + 1
             new = grid.copy()
             new[1:] = grid[1:] + 0.5 * (grid[n1] + grid[n2])
             grid = new
+        return grid
+
+    def slice(self, grid: np.ndarray) -> np.ndarray:
+        """(C, N) float64: each point's weighted sum of its vertices' values, times alpha = 1 / (1 + 2^-d)."""
         alpha = 1.0 / (1.0 + 2.0 ** (-self.d))
         gathered = grid[self.offset + 1]  # (N, d+1, C)
-        out = np.einsum("nr,nrc->cn", self.weight.astype(np.float64), gathered) * alpha
-        return out
+        return np.einsum("nr,nrc->cn", self.weight.astype(np.float64), gathered) * alpha
+
+    def filter(self, values: np.ndarray, reverse: bool = False) -> np.ndarray:
+        """Filter (C, N) values: splat, blur (axes 0..d, or d..0 when ``reverse``), slice. Returns (C, N) float64."""
+        vals = np.asarray(values, dtype=np.float64)
+        if vals.ndim != 2 or vals.shape[1] != self.n:
+            raise ValueError(f"values must be (C, {self.n}), got shape {vals.shape}")
+        return self.slice(self.blur(self.splat(vals), reverse))
 
 
 def lattice_filter(features: np.ndarray, values: np.ndarray, reverse: bool = False) -> np.ndarray:
@@ -223,9 +261,20 @@ def exact_filter(features: np.ndarray, values: np.ndarray, include_self: bool = 
     return np.asarray(values, dtype=np.float64) @ k.T
 
 
-# ------------------------------------------------------------------------------------ kernels, compat
-class _Kernel:
-    """One pairwise kernel with its normalisation; ``apply(Q)`` is DenseKernel::filter (not transposed)."""
+# ------------------------------------------------------------------------------- pairwise terms, compat
+def normalise(norm: np.ndarray, normalization: int) -> np.ndarray | None:
+    """The per-point factor of a normalisation from norm = filter(ones) (the C++ LatticeBuild::normalise):
+    1 / sqrt(norm) (symmetric), 1 / norm (before or after), or None (NO_NORMALIZATION: the reference computes
+    N / sum(norm) and never applies it)."""
+    if normalization == NO_NORMALIZATION:
+        return None
+    if normalization == NORMALIZE_SYMMETRIC:
+        return 1.0 / np.sqrt(norm + 1e-20)
+    return 1.0 / (norm + 1e-20)
+
+
+class _PairwiseFilter:
+    """A pairwise term's filter with its normalisation; ``apply(Q)`` is DenseKernel::filter (not transposed)."""
 
     def __init__(self, features, normalization, exact=False, include_self=True):
         if normalization not in _NORMALIZATIONS:
@@ -238,13 +287,7 @@ class _Kernel:
         else:
             lat = Lattice(features)
             self._filter = lat.filter
-        norm = self._filter(np.ones((1, n)))[0]
-        if normalization == NO_NORMALIZATION:
-            self.norm = None  # the reference computes N / sum(norm) and never applies it
-        elif normalization == NORMALIZE_SYMMETRIC:
-            self.norm = 1.0 / np.sqrt(norm + 1e-20)
-        else:
-            self.norm = 1.0 / (norm + 1e-20)
+        self.norm = normalise(self._filter(np.ones((1, n)))[0], normalization)
 
     def apply(self, q: np.ndarray) -> np.ndarray:
         t = self.ntype
@@ -297,15 +340,21 @@ def _meanfield(unary, pairwise: Sequence[Pairwise], iterations, exact, include_s
     if int(iterations) != iterations or iterations < 0:
         raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
     n_labels = u.shape[0]
-    terms = [(_Kernel(p.features, p.normalization, exact, include_self), compat_matrix(p.compat, n_labels))
+    terms = [(_PairwiseFilter(p.features, p.normalization, exact, include_self), compat_matrix(p.compat, n_labels))
              for p in pairwise]
     q = softmax_neg(u)
     for _ in range(int(iterations)):
-        tmp = -u
-        for kern, s in terms:
-            tmp = tmp - s @ kern.apply(q)
-        q = softmax_neg(-tmp)
+        q = update(u, terms, q)
     return q
+
+
+def update(u: np.ndarray, terms, q: np.ndarray) -> np.ndarray:
+    """One mean-field step, the slice and update (crf::meanfield_pixel per point): softmax(-U - sum_k C_k(K_k Q))
+    for terms of (_PairwiseFilter, compat matrix)."""
+    tmp = -u
+    for filt, s in terms:
+        tmp = tmp - s @ filt.apply(q)
+    return softmax_neg(-tmp)
 
 
 def meanfield(unary, pairwise: Sequence[Pairwise], iterations: int) -> np.ndarray:
@@ -324,8 +373,8 @@ def kl_divergence(q, unary, pairwise: Sequence[Pairwise]) -> float:
     u = np.asarray(unary, dtype=np.float64)
     kl = float(np.sum(q * np.log(np.maximum(q, 1e-20))) + np.sum(u * q))
     for p in pairwise:
-        kern = _Kernel(p.features, p.normalization)
-        kl += float(np.sum(q * (compat_matrix(p.compat, q.shape[0]) @ kern.apply(q))))
+        filt = _PairwiseFilter(p.features, p.normalization)
+        kl += float(np.sum(q * (compat_matrix(p.compat, q.shape[0]) @ filt.apply(q))))
     return kl
 
 
