@@ -1,5 +1,5 @@
 // Permutohedral lattice, per point: the semantics of Kraehenbuehl's DenseCRF v2.2 (see
-// docs/crf-semantics.md), written once for the CPU driver and the CUDA kernels.
+// docs/crf.md), written once for the CPU driver and the CUDA kernels.
 //
 // Template parameter D: the feature dimension when known at compile time (2 and 5 for images), or 0 for a
 // run-time dimension `d` (1..kMaxDim). Arrays passed in must hold at least d+1 (or d+2 for `bary`) entries.

@@ -2,53 +2,17 @@
 
 Importable with numpy alone. Nothing here is meant to be fast; it is written to be read and checked.
 
-Two filters are provided:
-
 * ``Lattice`` / ``lattice_filter``: the permutohedral lattice of Kraehenbuehl's DenseCRF v2.2 (the code that
-  pydensecrf wraps), step by step as ``docs/crf-semantics.md`` describes it: elevation, closest remainder-0
-  point, rank, barycentric weights, vertex keys (deduplicated with ``np.unique``), splat, blur along the d+1
-  lattice axes (every read from the values before the axis's pass), slice with alpha = 1 / (1 + 2^-d).
-  The lattice geometry is computed in float32 in the same operation order as the C++ (so rounding and rank
-  decisions are the same); splat/blur/slice accumulate in float64. ``meanfield`` uses it with the four
-  normalisations (NO_NORMALIZATION keeps the reference's quirk: the raw, unscaled filter) and the three
-  compatibility forms (scalar Potts C(x) = -w x, vector diag(v) x, matrix (m + m^T)/2 x), starting from
-  Q0 = softmax(-U). Measured against pydensecrf2 1.1 (tests/test_crf_reference.py, 36x48 synthetic image,
-  4 labels, both kernels, 0/1/5 iterations, all compat forms): probabilities agree to 4.3e-6 with the
-  normalised kernels and to 2.3e-5 with NO_NORMALIZATION (whose large unscaled messages expose pydensecrf's
-  float32 rounding); 1.2e-5 on natural crops after 10 DeepLab-preset iterations; the raw lattice filter
-  (read back from pydensecrf through one mean-field step) to a relative 2e-5 in 2, 3, 4 and 5 dimensions.
+  pydensecrf wraps), step by step as ``docs/crf.md`` states it, with the step names of the C++ (see
+  ``csrc/README.md``). The geometry is float32 in the C++'s operation order (so rounding and rank decisions
+  agree); splat, blur and slice accumulate in float64. ``meanfield`` uses it with the four normalisations and
+  the three compatibility forms, from Q0 = softmax(-U).
+* ``exact_filter``: the brute-force Gaussian filter out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j (with or without
+  the self term), and ``meanfield_exact`` on it: what the lattice approximates. Small N only (N^2 float64).
 
-* ``exact_filter``: the brute-force Gaussian filter, out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j with a dense
-  N x N kernel (with or without the self term j = i), and ``meanfield_exact`` built on it: what the lattice
-  approximates. Only for small N (the kernel is N^2 float64).
-
-Bound on the lattice approximation (measured by tests/test_crf_reference.py, which asserts these constants):
-the lattice kernel is not a Gaussian but a piecewise-linear interpolation of a blurred simplex grid whose
-spacing is about one standard deviation, so errors of a few percent of the value range are inherent to the
-method, larger where the features are sparse (few neighbours within a sigma: then the lattice spreads a
-point's own value over vertices shared with far-away points). Measured on smooth synthetic, uniform-noise
-and natural crops of 18x24 and 30x40 pixels with Gaussian sxy 3 and 1 and bilateral (80, 13), (67, 3),
-(5, 10) kernels, and on 600 random N(0, 2^2) features of dimension 1, 2, 3, 5; values are random
-probabilities (4 labels); error = |lattice - exact| on the normalised output (K Q) / (K 1), exact filter
-*with* the self term (the lattice includes it too; without it the error is up to 0.9):
-
-=============================================  =========  ==================  =================
-regime                                         measured   bound (constant)    reason for margin
-=============================================  =========  ==================  =================
-any kernel, max over entries                   0.256      0.35  NORMALIZED_MAX  ~1.4x: sparse 5-D
-any kernel, mean over entries                  0.029      0.05  NORMALIZED_MEAN features dominate
-Gaussian sxy=3 on a pixel grid, max            0.0092     0.02  GRID_MAX        ~2x, tight enough to
-Gaussian sxy=3 on a pixel grid, mean           0.0016     0.003 GRID_MEAN       catch a broken lattice
-mean-field 1 iteration (Potts, symmetric),     0.194      0.3   MEANFIELD_MAX   ~1.5x
-  max |dQ|
-mean-field 1 iteration, mean |dQ|              0.0074     0.015 MEANFIELD_MEAN  2x
-mean-field 1 iteration, argmax agreement       0.9896     0.97  ..._AGREEMENT
-mean-field 5 iterations, argmax agreement      0.92       0.85  ..._AGREEMENT_5IT (errors compound)
-=============================================  =========  ==================  =================
-
-A lattice with a wrong scale (2x) gives 0.093 / 0.017 in the grid regime, one with an axis's blur missing
-0.026 / 0.0041: both fail the grid bound. The bound of the general regime is only a sanity check (a
-broken lattice can hide in it); exactness of the algorithm is checked against pydensecrf2 instead (above).
+How close these are to pydensecrf2 and to each other, and the measurements behind the ``LATTICE_*`` bounds
+below: ``benchmarks/NOTES_reference.md``. The lattice is a piecewise-linear interpolation over a simplex grid
+about one standard deviation apart, so errors of a few percent against the exact filter are inherent.
 
 Shapes: features are (d, N) float32, values/Q/U are (L, N) with N = H * W pixels in row-major order
 (index = y * W + x), images are (H, W, 3) uint8.
@@ -67,7 +31,7 @@ CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
 NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = 0, 1, 2, 3
 _NORMALIZATIONS = (NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC)
 
-# Bounds on the lattice vs the exact Gaussian filter (see the module docstring for how they were set).
+# Bounds on the lattice vs the exact Gaussian filter (measured: benchmarks/NOTES_reference.md).
 LATTICE_NORMALIZED_MAX_ABS_ERROR = 0.35
 LATTICE_NORMALIZED_MEAN_ABS_ERROR = 0.05
 LATTICE_GRID_MAX_ABS_ERROR = 0.02
