@@ -4,8 +4,8 @@ Layout (every field has a default, so a YAML file only lists what it changes)::
 
     name: demo                  # run name; default output dir is runs/<name>/v<N>
     data:      root, train_ann, val_ann, classes, overlap, image_size, eval_size, batch_size, ...
-    model:     name, kwargs, sync_bn
-    optim:     name (adam|adamw|sgd), lr, backbone_lr, weight_decay, momentum, betas, nesterov
+    model:     name, kwargs, sync_bn, crf (the CRF layer, learned end to end)
+    optim:     name (adam|adamw|sgd), lr, backbone_lr, crf_lr, weight_decay, momentum, betas, nesterov
     schedule:  name (constant|exponential|step|poly|cosine), warmup_steps, warmup_start_factor, ...
     train:     epochs, seed, device, amp, channels_last, grad_clip, accum_steps, deterministic, ...
     early_stopping: monitor (val_loss|val_miou), patience, min_delta
@@ -60,6 +60,9 @@ class ModelConfig:
     name: str = "deconvnet_vgg16"  # see pyseg.models.list_models()
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra kwargs of create_model()
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
+    # the dense-CRF layer after the model, learned end to end: {iterations: 5, params: deeplab (a preset or a
+    # mapping of CRFParams), learn: [compat, weights]} (pyseg.models.crf_refined); null = none
+    crf: dict[str, Any] | None = None
 
 
 @dataclass
@@ -67,6 +70,7 @@ class OptimConfig:
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 3e-4  # peak LR of the head (and of the backbone unless backbone_lr is set)
     backbone_lr: float | None = None  # separate LR for the backbone parameters
+    crf_lr: float | None = None  # LR of the CRF layer's parameters (model.crf); null = lr
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
@@ -145,6 +149,7 @@ class Config:
             ("optim.lr", self.optim.lr > 0, "a float > 0"),
             ("optim.backbone_lr", self.optim.backbone_lr is None or self.optim.backbone_lr >= 0,
              "null or a float >= 0"),
+            ("optim.crf_lr", self.optim.crf_lr is None or self.optim.crf_lr >= 0, "null or a float >= 0"),
             ("optim.weight_decay", self.optim.weight_decay >= 0, "a float >= 0"),
             ("optim.momentum", 0 <= self.optim.momentum < 1, "a float in [0, 1)"),
             ("optim.betas", len(self.optim.betas) == 2 and all(0 <= b < 1 for b in self.optim.betas),
@@ -173,6 +178,13 @@ class Config:
         for key, ok, expected in checks:
             if not ok:
                 raise ValueError(f"config: {key} must be {expected}, got {_get(self, key)!r}")
+        if self.model.crf is not None:
+            from pyseg.models.crf_refined import parse_crf_spec
+
+            try:
+                parse_crf_spec(self.model.crf)
+            except ValueError as e:
+                raise ValueError(f"config: {e}") from None
         return self
 
 

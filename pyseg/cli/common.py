@@ -23,9 +23,10 @@ def add_model_args(p: argparse.ArgumentParser, crf_default: str) -> None:
                    help="side the images are resized to for the model (default: the training config's "
                         "eval size; 0 = each image's own size)")
     p.add_argument("--tta", default=None, help="test-time augmentation: 'flip', scales like '0.75,1,1.25', or both")
+    auto = ", i.e. krahenbuhl, or off for a model trained with the CRF layer" if crf_default == "auto" else ""
     p.add_argument("--crf", default=crf_default,
-                   help=f"dense CRF: off, a preset (krahenbuhl, deeplab) or a JSON of parameters from "
-                        f"pyseg-tune-crf --out (default {crf_default})")
+                   help=f"dense CRF after the model: off, a preset (krahenbuhl, deeplab) or a JSON of parameters "
+                        f"from pyseg-tune-crf --out (default {crf_default}{auto})")
     p.add_argument("--crf-device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the CRF runs (auto: the GPU when the model is on one and CUDA is built)")
     p.add_argument("--crf-overlap", default="auto", choices=["auto", "on", "off"],
@@ -88,6 +89,10 @@ def load_everything(args, local_rank: int = 0):
     if args.input_size is not None and args.input_size < 0:
         raise ValueError(f"--input-size must be >= 0, got {args.input_size}")
     input_size = (args.input_size or None) if args.input_size is not None else I.input_size_from_checkpoint(ckpt)
+    if args.crf == "auto":  # a model with the CRF layer gets no second CRF unless asked
+        args.crf = "off" if ckpt.get("crf") else "krahenbuhl"
+    elif ckpt.get("crf") and args.crf != "off":
+        print(f"note: the model ends in a CRF layer; applying a second CRF ({args.crf}) as asked", file=sys.stderr)
     kwargs = dict(input_size=input_size, tta=P.parse_tta(args.tta), crf=P.resolve_crf(args.crf),
                   crf_device=args.crf_device, batch_size=args.batch_size, num_threads=args.num_threads,
                   num_workers=args.num_workers, device=device, limit=args.limit,

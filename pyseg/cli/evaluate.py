@@ -73,7 +73,7 @@ def _evaluate(args, info) -> tuple[dict, object, object, str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description="Evaluate a checkpoint on labelled data (a COCO json, or "
                                                        "image and label folders), without and with the dense CRF.")
-    add_model_args(p, crf_default="krahenbuhl")
+    add_model_args(p, crf_default="auto")
     p.add_argument("--ignore-index", type=int, default=None,
                    help="ground-truth label left out of the metrics (default: the training config's, else 255)")
     p.add_argument("--size", type=int, default=None,

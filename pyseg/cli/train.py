@@ -153,6 +153,9 @@ def main(argv=None) -> int:
         print(f"best val mIoU {result['best_miou']:.4f} at epoch {result['best_epoch']} "
               f"({result['epochs_run']} epochs{', stopped early' if result['stopped_early'] else ''}); "
               f"files in {run_dir}")
+        for term, v in (result.get("crf") or {}).items():
+            print(f"learned CRF {term}: weight {v['weight']:.4g}, weight x compatibility diagonal mean "
+                  f"{v['diagonal_mean']:.4g}, off-diagonal mean {v['off_diagonal_mean']:.4g}")
     return 0
 
 

@@ -99,10 +99,22 @@ def checkpoint_model_kwargs(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k != "pretrained_backbone"}
 
 
+def crf_spec(cfg: Config) -> dict | None:
+    """The CRF layer's spec as checkpoints store it (presets resolved to numbers), or None without one."""
+    if cfg.model.crf is None:
+        return None
+    from pyseg.models.crf_refined import parse_crf_spec
+
+    return parse_crf_spec(cfg.model.crf)
+
+
 def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
+    """``create_model`` of the config, followed by the CRF layer when ``model.crf`` is set."""
     from pyseg.models import create_model
 
-    return create_model(cfg.model.name, num_classes, **cfg.model.kwargs)
+    from pyseg.models.crf_refined import with_crf
+
+    return with_crf(create_model(cfg.model.name, num_classes, **cfg.model.kwargs), cfg.model.crf)
 
 
 def split_backbone_head(model: torch.nn.Module):
@@ -122,16 +134,21 @@ def split_backbone_head(model: torch.nn.Module):
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Adam / AdamW / SGD with two parameter groups (backbone at ``backbone_lr``, head at ``lr``).
 
-    Group 0 is the backbone (when it has parameters), the last group the head; frozen parameters
-    (requires_grad False) are left out.
+    Group 0 is the backbone (when it has parameters), then the CRF layer's (``crf_lr``, with ``model.crf``),
+    the last group the head; frozen parameters (requires_grad False) are left out.
     """
     backbone, head = split_backbone_head(model)
     backbone = [p for p in backbone if p.requires_grad]
     head = [p for p in head if p.requires_grad]
     groups = []
+    from pyseg.training.checkpoint import unwrap_model
+
+    crf = [p for p in getattr(unwrap_model(model), "crf_parameters", list)() if p.requires_grad]
     if backbone:
         groups.append({"params": backbone, "lr": cfg.lr if cfg.backbone_lr is None else cfg.backbone_lr,
                        "name": "backbone"})
+    if crf:
+        groups.append({"params": crf, "lr": cfg.lr if cfg.crf_lr is None else cfg.crf_lr, "name": "crf"})
     if head:
         groups.append({"params": head, "lr": cfg.lr, "name": "head"})
     if not groups:

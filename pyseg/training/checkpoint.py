@@ -1,8 +1,8 @@
 """Checkpoints: plain dicts written atomically with ``torch.save``; RNG state capture and restore.
 
 Keys (agreed across pyseg): "model" (state_dict, without a DDP "module." prefix), "model_name",
-"model_kwargs", "num_classes", "class_names", "config" (resolved config as a plain dict), "epoch"
-(number of finished epochs), "optimizer", "scheduler", "scaler", "rng", "metrics", "best_miou",
+"model_kwargs", "crf" (the CRF layer's spec when trained with one, ``model.crf``; else absent or None),
+"num_classes", "class_names", "config" (resolved config as a plain dict), "epoch" (number of finished epochs), "optimizer", "scheduler", "scaler", "rng", "metrics", "best_miou",
 "pyseg_version". Everything stored is loadable with ``torch.load(weights_only=True)``: the RNG states
 are kept as tensors, ints and lists, never as pickled numpy objects.
 """
@@ -113,10 +113,11 @@ def load_model(path: str | os.PathLike, map_location="cpu"):
     Returns ``(model, ckpt)``; the model is in eval mode on ``map_location``.
     """
     from pyseg.models import create_model
+    from pyseg.models.crf_refined import with_crf
 
     ckpt = load_checkpoint(path, map_location=map_location)
     kwargs = dict(ckpt.get("model_kwargs") or {})
-    model = create_model(ckpt["model_name"], ckpt["num_classes"], **kwargs)
+    model = with_crf(create_model(ckpt["model_name"], ckpt["num_classes"], **kwargs), ckpt.get("crf"))
     state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
     model.load_state_dict(state)
     if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):

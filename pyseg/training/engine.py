@@ -273,6 +273,7 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
                                                           stopper, files)
 
     ckpt_base = {"model_name": cfg.model.name, "model_kwargs": build.checkpoint_model_kwargs(cfg.model.kwargs),
+                 "crf": build.crf_spec(cfg),
                  "num_classes": num_classes, "class_names": class_names, "config": cfg.to_dict()}
     stopped_early = stopper.should_stop
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -322,9 +323,15 @@ def fit(cfg: Config, run_dir, *, resume: bool = False, model=None, datasets=None
                      stopper.patience, stopper.best)
     files.close()
     best = max(history, key=lambda r: (r["val_miou"] if math.isfinite(r["val_miou"]) else -1)) if history else None
+    from pyseg.models.crf_refined import CRFRefined
+
+    crf = model.crf if isinstance(model, CRFRefined) else None
+    if crf is not None and info.is_main:
+        log.info("learned CRF (weight x compatibility per term): %s", crf.summary())
     return {"best_miou": best_miou if math.isfinite(best_miou) else float("nan"),
             "best_epoch": best["epoch"] if best else None, "epochs_run": len(history),
-            "stopped_early": stopped_early, "history": history}
+            "stopped_early": stopped_early, "history": history,
+            "crf": crf.summary() if crf is not None else None}
 
 
 def _version() -> str:

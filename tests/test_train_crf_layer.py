@@ -1,0 +1,103 @@
+"""model.crf: pyseg-train learns the CRF layer end to end; the checkpoint keeps it; evaluate and predict use it
+without a second CRF unless asked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pyseg.cli import evaluate as evaluate_cli
+from pyseg.cli import train as train_cli
+from pyseg.config import load_config
+from pyseg.models.crf_refined import CRFRefined, parse_crf_spec
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from pyseg.data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo_data")
+    make_demo_dataset(root, n_train=4, n_val=2, n_test=1, size=48, seed=0)
+    return root
+
+
+def _config(tmp_path, demo, crf: str) -> str:
+    path = tmp_path / "crf.yaml"
+    path.write_text(f"""
+data: {{root: "{demo}", classes: trash11, image_size: 48, batch_size: 2, num_workers: 0}}
+model: {{name: deeplabv3_resnet18, kwargs: {{aspp_channels: 16}}{crf}}}
+optim: {{lr: 1.0e-3, crf_lr: 0.5}}
+train: {{epochs: 2, device: cpu, plots: false, seed: 3}}
+""")
+    return str(path)
+
+
+def test_train_learns_the_crf_and_the_checkpoint_keeps_it(tmp_path, demo, monkeypatch, capsys):
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path, demo, ", crf: {iterations: 2, params: deeplab, learn: [compat, weights]}")
+    assert train_cli.main(["--config", cfg, "--output-dir", "run"]) == 0
+    out = capsys.readouterr().out
+    assert "learned CRF gaussian: weight" in out and "learned CRF bilateral: weight" in out
+
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["crf"] == {"iterations": 2, "params": parse_crf_spec({"params": "deeplab"})["params"],
+                           "learn": ["compat", "weights"]}
+    state = ckpt["model"]
+    # learned: the weights moved away from the preset's (3, 4) and the compatibilities from -I
+    assert not torch.allclose(state["crf.weights"], torch.tensor([3.0, 4.0]))
+    assert not torch.allclose(state["crf.compat"], -torch.eye(11).repeat(2, 1, 1))
+    assert [g["name"] for g in ckpt["optimizer"]["param_groups"]] == ["backbone", "crf", "head"]
+    assert ckpt["optimizer"]["param_groups"][1]["initial_lr"] == 0.5  # optim.crf_lr
+
+    from pyseg.training.checkpoint import load_model
+
+    model, _ = load_model(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert isinstance(model, CRFRefined) and torch.equal(model.crf.weights.detach(), state["crf.weights"])
+
+    # evaluate: the CRF-layer model is scored as is (no second CRF by default), and with one when asked
+    data = ["--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt"), "--data-root", str(demo),
+            "--ann", "val.json", "--device", "cpu"]
+    assert evaluate_cli.main(data + ["--json", "auto.json"]) == 0
+    assert json.loads((tmp_path / "auto.json").read_text())["crf"] is None
+    assert evaluate_cli.main(data + ["--crf", "krahenbuhl", "--json", "asked.json"]) == 0
+    assert json.loads((tmp_path / "asked.json").read_text())["crf"] is not None
+    assert "applying a second CRF (krahenbuhl) as asked" in capsys.readouterr().err
+
+
+def test_the_layer_sees_the_raw_image():
+    # the wrapper undoes the transform's normalisation: the CRF gets the uint8 pixels back exactly
+    from pyseg.data.transforms import eval_transform
+
+    image = np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    x = eval_transform(None)(image=image)["image"][None]
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        num_classes = 2
+
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 2, *x.shape[-2:])
+
+    model = CRFRefined(Spy(), {"iterations": 1}, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    model.crf.forward = lambda logits, rgb: seen.setdefault("rgb", rgb) is None or logits
+    model(x)
+    assert torch.equal(seen["rgb"].round().to(torch.uint8)[0].permute(1, 2, 0), torch.from_numpy(image))
+
+
+@pytest.mark.parametrize("crf,match", [
+    ({"iterations": 0}, "model.crf.iterations must be an integer >= 1, got 0"),
+    ({"learn": ["sigma"]}, r"model.crf.learn must be a list of some of \['compat', 'weights'\]"),
+    ({"params": "crisp"}, "unknown CRF preset 'crisp'"),
+    ({"params": {"gaussian_sxy": -1}}, "gaussian_sxy must be a finite number > 0"),
+    ({"steps": 5}, r"model.crf: unknown keys \['steps'\]"),
+])
+def test_bad_crf_config_is_a_clear_error(tmp_path, crf, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "deeplabv3_resnet18", "crf": crf}}))
+    with pytest.raises(ValueError, match=match):
+        load_config(path)
