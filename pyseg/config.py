@@ -4,7 +4,7 @@ Layout (every field has a default, so a YAML file only lists what it changes)::
 
     name: demo                  # run name; default output dir is runs/<name>/v<N>
     data:      root, train_ann, val_ann, classes, overlap, image_size, eval_size, batch_size, ...
-    model:     name, kwargs, sync_bn, crf (the CRF layer, learned end to end)
+    model:     name, kwargs, sync_bn, crf (the CRF layer, learned end to end), init_checkpoint
     optim:     name (adam|adamw|sgd), lr, backbone_lr, crf_lr, weight_decay, momentum, betas, nesterov
     schedule:  name (constant|exponential|step|poly|cosine), warmup_steps, warmup_start_factor, ...
     train:     epochs, seed, device, amp, channels_last, grad_clip, accum_steps, deterministic, ...
@@ -63,6 +63,7 @@ class ModelConfig:
     # the dense-CRF layer after the model, learned end to end: {iterations: 5, params: deeplab (a preset or a
     # mapping of CRFParams), learn: [compat, weights]} (pyseg.models.crf_refined); null = none
     crf: dict[str, Any] | None = None
+    init_checkpoint: str | None = None  # start from this pyseg checkpoint's weights (fine-tuning); its CRF not
 
 
 @dataclass

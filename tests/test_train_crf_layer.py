@@ -101,3 +101,23 @@ def test_bad_crf_config_is_a_clear_error(tmp_path, crf, match):
     path.write_text(yaml.safe_dump({"model": {"name": "deeplabv3_resnet18", "crf": crf}}))
     with pytest.raises(ValueError, match=match):
         load_config(path)
+
+
+def test_fine_tuning_starts_from_a_checkpoint_with_or_without_its_crf(tmp_path, demo, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    assert train_cli.main(["--config", _config(tmp_path, demo, ", crf: {iterations: 1}"), "--output-dir", "a",
+                           "--epochs", "1"]) == 0
+    from pyseg.training.build import build_model
+
+    ck = str(tmp_path / "a" / "checkpoints" / "last.pt")
+    trained = torch.load(ck, weights_only=True)["model"]
+    for crf in (None, {"iterations": 2}):  # into a plain model, and under a new CRF layer
+        cfg = load_config(_config(tmp_path, demo, ""), [f"model.init_checkpoint={ck}"])
+        cfg.model.crf = crf
+        model = build_model(cfg, 11)
+        net = model.net if crf else model
+        assert all(torch.equal(v, trained["net." + k]) for k, v in net.state_dict().items())
+    cfg = load_config(_config(tmp_path, demo, ""), [f"model.init_checkpoint={ck}", "model.name=deeplabv3_resnet50"])
+    with pytest.raises(ValueError, match="does not fit this model"):
+        build_model(cfg, 11)

@@ -114,7 +114,30 @@ def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
 
     from pyseg.models.crf_refined import with_crf
 
-    return with_crf(create_model(cfg.model.name, num_classes, **cfg.model.kwargs), cfg.model.crf)
+    model = create_model(cfg.model.name, num_classes, **cfg.model.kwargs)
+    if cfg.model.init_checkpoint:
+        init_from_checkpoint(model, cfg.model.init_checkpoint)
+    return with_crf(model, cfg.model.crf)
+
+
+def init_from_checkpoint(model: torch.nn.Module, path) -> None:
+    """Load a pyseg checkpoint's network weights into ``model`` (a CRF layer's values in it are left out)."""
+    from pyseg.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
+    if ckpt.get("crf"):
+        state = {k.removeprefix("net."): v for k, v in state.items() if not k.startswith("crf.")}
+    what = f"model.init_checkpoint {path} ({ckpt.get('model_name')}, {ckpt.get('num_classes')} classes)"
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+        raise ValueError(f"{what} does not fit this model: {first}") from None
+    if missing or unexpected:
+        raise ValueError(f"{what} does not fit this model: missing {list(missing)[:3]}, unexpected "
+                         f"{list(unexpected)[:3]} ({len(missing)} and {len(unexpected)} keys)")
+    log.info("model weights from %s (epoch %s)", path, ckpt.get("epoch"))
 
 
 def split_backbone_head(model: torch.nn.Module):
