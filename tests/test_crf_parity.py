@@ -89,11 +89,8 @@ def pdcrf():
 
 
 # ------------------------------------------------- drop-in: every normalisation x compat form x iterations
-@pytest.mark.pydensecrf
-@pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("form", ["scalar", "vector", "matrix"])
-@pytest.mark.parametrize("iterations", [0, 1, 5, 10])
-def test_dropin_matches_pydensecrf_and_oracle(pdcrf, norm, form, iterations):
+def dropin_case(norm, form):
+    """Unary, image and the two kernels (sxy, compat, norm) / (sxy, srgb, compat, norm) of one drop-in case."""
     h, w, n_labels = 36, 52, 5
     img = smooth_image(h, w, seed=3)
     u = unary_of(blocky_probs(n_labels, h, w, seed=1))
@@ -101,10 +98,28 @@ def test_dropin_matches_pydensecrf_and_oracle(pdcrf, norm, form, iterations):
     scale = 0.05 if norm == dcrf.NO_NORMALIZATION else 1.0
     gauss = (3, compat_of(form, n_labels, 3.0 * scale), norm)
     bilat = (20, 13, compat_of(form, n_labels, 5.0 * scale, seed=1), norm)
+    return u, img, gauss, bilat
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("form", ["scalar", "vector", "matrix"])
+@pytest.mark.parametrize("iterations", [0, 1, 5, 10])
+def test_dropin_matches_oracle(norm, form, iterations):
+    u, img, gauss, bilat = dropin_case(norm, form)
+    got = run_2d(dcrf, u, img, gauss, bilat, iterations)
+    assert_parity(got, oracle_2d(u, img, gauss, bilat, iterations), f"pyseg vs oracle (norm {norm}, {form}, "
+                                                                        f"{iterations} it)")
+
+
+@pytest.mark.pydensecrf
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("form", ["scalar", "vector", "matrix"])
+@pytest.mark.parametrize("iterations", [0, 1, 5, 10])
+def test_dropin_matches_pydensecrf(pdcrf, norm, form, iterations):
+    u, img, gauss, bilat = dropin_case(norm, form)
     ref = run_2d(pdcrf, u, img, gauss, bilat, iterations)
     got = run_2d(dcrf, u, img, gauss, bilat, iterations)
     assert_parity(got, ref, f"pyseg vs pydensecrf2 (norm {norm}, {form}, {iterations} it)")
-    assert_parity(got, oracle_2d(u, img, gauss, bilat, iterations), "pyseg vs oracle")
 
 
 @pytest.mark.pydensecrf
@@ -205,24 +220,35 @@ def test_generic_densecrf_with_helpers(pdcrf, iterations):
     assert_parity(out[1], out[0], f"DenseCRF + helpers, {iterations} it")
 
 
-@pytest.mark.pydensecrf
-def test_generic_densecrf_volume_and_points(pdcrf):
-    """Any feature space: a 3-D volume (d = 3) and a 4-D point cloud (d = 4)."""
+def feature_spaces():
+    """A 3-D volume (d = 3) and a 4-D point cloud (d = 4), each with its unary (4 labels)."""
     rng = np.random.default_rng(8)
     zz, yy, xx = np.mgrid[0:8, 0:12, 0:14]
     vol = (np.stack([zz, yy, xx]).reshape(3, -1) / 2.0).astype(np.float32)
     pts = (rng.normal(size=(4, 900)) * 2).astype(np.float32)
-    for feats in (vol, pts):
-        n = feats.shape[1]
-        u = unary_of(random_probs(4, 1, n, seed=n).reshape(4, 1, n))
-        out = []
-        for mod in (pdcrf, dcrf):
-            d = mod.DenseCRF(n, 4)
-            d.setUnaryEnergy(u.copy())
-            d.addPairwiseEnergy(feats.copy(), compat=4)
-            out.append(np.array(d.inference(5)))
-        assert_parity(out[1], out[0], f"DenseCRF d={feats.shape[0]}")
-        assert_parity(out[1], R.meanfield(u, [R.Pairwise(feats, 4.0)], 5), f"oracle d={feats.shape[0]}")
+    return [(f, unary_of(random_probs(4, 1, f.shape[1], seed=f.shape[1]).reshape(4, 1, f.shape[1])))
+            for f in (vol, pts)]
+
+
+def run_generic(module, feats, u, iterations=5):
+    d = module.DenseCRF(feats.shape[1], u.shape[0])
+    d.setUnaryEnergy(u.copy())
+    d.addPairwiseEnergy(feats.copy(), compat=4)
+    return np.array(d.inference(iterations))
+
+
+def test_generic_densecrf_volume_and_points_match_oracle():
+    """Any feature space: a 3-D volume and a 4-D point cloud against the NumPy oracle."""
+    for feats, u in feature_spaces():
+        assert_parity(run_generic(dcrf, feats, u), R.meanfield(u, [R.Pairwise(feats, 4.0)], 5),
+                      f"oracle d={feats.shape[0]}")
+
+
+@pytest.mark.pydensecrf
+def test_generic_densecrf_volume_and_points(pdcrf):
+    """Any feature space: a 3-D volume (d = 3) and a 4-D point cloud (d = 4) against pydensecrf2."""
+    for feats, u in feature_spaces():
+        assert_parity(run_generic(dcrf, feats, u), run_generic(pdcrf, feats, u), f"DenseCRF d={feats.shape[0]}")
 
 
 @pytest.mark.pydensecrf
