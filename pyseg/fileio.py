@@ -5,6 +5,7 @@ stays as it was). Json reads: one error wording for a missing or malformed file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -29,6 +30,8 @@ def open_temp_beside(path: str | os.PathLike, mode: str = "wb", create_parent: b
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise ValueError(f"cannot write {path}: it is a directory")
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"cannot write {path}: {parent} is not a directory")
     if create_parent:
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +44,8 @@ def open_temp_beside(path: str | os.PathLike, mode: str = "wb", create_parent: b
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # e.g. root in a read-only place (access() says yes)
+            raise ValueError(f"cannot write {path}: directory {parent} is not writable ({e.strerror})") from None
         raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
     if mode == "wb":
         return os.fdopen(fd, "wb"), Path(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,15 +151,19 @@ def test_unwritable_destinations(tmp_path):
         S.SubmissionWriter(tmp_path / "no" / "dir" / "s.csv", _ids(1), size=2)
     with pytest.raises(ValueError, match="is a directory"):
         S.SubmissionWriter(tmp_path, _ids(1), size=2)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"file is not a directory"):
+        S.SubmissionWriter(tmp_path / "file" / "s.csv", _ids(1), size=2)
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
+    # /sys takes no new files, not even from root (who ignores permission bits); a 0500 folder stops the others.
+    places = [Path("/sys")] + ([ro] if not os.access(ro, os.W_OK) else [])
     try:
-        if os.access(ro, os.W_OK):  # running as root: permissions are not enforced
-            pytest.skip("permissions are not enforced for this user")
-        with pytest.raises(ValueError, match="not writable"):
-            S.SubmissionWriter(ro / "s.csv", _ids(1), size=2)
-        assert os.listdir(ro) == []
+        for place in places:
+            with pytest.raises(ValueError, match=f"directory {place} is not writable"):
+                S.SubmissionWriter(place / "pyseg-s.csv", _ids(1), size=2)
+            assert not [p for p in os.listdir(place) if "pyseg-s.csv" in p], f"a file was left in {place}"
     finally:
         ro.chmod(0o700)
 
