@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu/crf_cpu.h"
+#include "cpu/fast_paths.h"
 #include "cpu/lattice_op.h"
 #include "cpu/ops.h"
 #include "cpu/thread_pool.h"
@@ -338,6 +339,17 @@ PYBIND11_MODULE(_crf_cpu, m) {
       py::arg("throw_at") = -1, "Test hook of the thread pool (see tests/test_crf_pool.py).");
   m.def("isa", [] { return std::string(pyseg::cpu::best_ops().name); },
         "Instruction set of the CPU ops in use (avx2 or sse2; PYSEG_CPU_ISA=sse2 forces the baseline).");
+  m.def(
+      "_fast_path_counts",
+      [] {
+        const auto& c = pyseg::cpu::fast_path_counts();
+        py::dict d;
+        d["update_pixels_sse2"] = c.update_pixels[0].load();
+        d["update_pixels_avx2"] = c.update_pixels[1].load();
+        d["lattice_points8"] = c.lattice_points8.load();
+        return d;
+      },
+      "Test hook: work done so far by the fast paths that have a slower twin (see cpu/fast_paths.h).");
 
   py::class_<PyLatticeFilter>(m, "LatticeFilter",
                               "One pairwise term's normalised lattice filter as a linear map on (n, c) float32 "

@@ -5,6 +5,7 @@ methods, drop-in vs dense_crf, torch in / torch out, backends, generic feature d
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -301,11 +302,13 @@ def test_backends_and_missing_cuda():
 
 
 def test_baseline_isa_matches_best_isa():
-    """The SSE2 kernels (any x86-64) and the AVX2 ones agree closely (FMA and lane order differ)."""
-    code = ("import numpy as np, sys; sys.path.insert(0, %r); import pyseg.crf as c; "
+    """The SSE2 kernels (any x86-64) and the AVX2 ones agree closely (FMA and lane order differ); the counts of
+    pixels through each set's update show that each run used the set it claims."""
+    code = ("import json, numpy as np, sys; sys.path.insert(0, %r); import pyseg.crf as c; "
             "from pyseg.crf import _crf_cpu as m; d = np.load(sys.argv[1]); "
-            "np.save(sys.argv[2], c.dense_crf(d['p'], d['i'])); print(m.isa())") % PKG_PARENT
-    outs, isas = [], []
+            "np.save(sys.argv[2], c.dense_crf(d['p'], d['i'])); "
+            "print(json.dumps(dict(m._fast_path_counts(), isa=m.isa())))") % PKG_PARENT
+    outs, runs = [], []
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         inp = os.path.join(tmp, "in.npz")
@@ -316,9 +319,12 @@ def test_baseline_isa_matches_best_isa():
             r = subprocess.run([sys.executable, "-c", code, inp, out], env=env, capture_output=True, text=True,
                                timeout=120)
             assert r.returncode == 0, r.stderr
-            isas.append(r.stdout.strip())
+            runs.append(json.loads(r.stdout))
             outs.append(np.load(out))
-    assert isas[0] == "sse2"
+    sse2, best = runs
+    assert sse2["isa"] == "sse2" and sse2["update_pixels_sse2"] > 0 and sse2["update_pixels_avx2"] == 0, sse2
+    assert best["isa"] == "avx2", f"this CPU runs the SSE2 kernels only: nothing to compare them with ({best})"
+    assert best["update_pixels_avx2"] > 0 and best["update_pixels_sse2"] == 0, best
     np.testing.assert_allclose(outs[0], outs[1], atol=2e-5)
     assert (outs[0].argmax(0) == outs[1].argmax(0)).mean() > 0.999
 

@@ -9,6 +9,7 @@ with the 8-wide lattice build switched off (PYSEG_LATTICE_SIMD=0), which must no
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def test_step_inference_equals_inference_across_chunks():
 
 
 _SIMD_SCRIPT = r"""
-import sys, numpy as np
+import json, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
 import pyseg.crf as dcrf
 from pyseg.crf.params import CRFParams
@@ -100,6 +101,8 @@ c.setUnaryEnergy(d["u"])
 c.addPairwiseEnergy(d["f"], compat=3.0)
 outs["d3"] = c.inference(2)
 np.savez(sys.argv[3], **outs)
+from pyseg.crf import _crf_cpu
+print(json.dumps(_crf_cpu._fast_path_counts()))
 """
 
 
@@ -112,7 +115,7 @@ def test_simd_lattice_build_is_bitwise_the_scalar_one():
     with tempfile.TemporaryDirectory() as tmp:
         inp = os.path.join(tmp, "in.npz")
         np.savez(inp, p=blocky_probs(11, H, W, seed=4), i=smooth_image(H, W, seed=4), f=feats, u=u)
-        results = []
+        results, counts = [], []
         for flag in ("1", "0"):
             out = os.path.join(tmp, f"out{flag}.npz")
             env = dict(os.environ, PYSEG_LATTICE_SIMD=flag)
@@ -120,5 +123,8 @@ def test_simd_lattice_build_is_bitwise_the_scalar_one():
                                capture_output=True, text=True, timeout=300)
             assert r.returncode == 0, r.stderr
             results.append(dict(np.load(out)))
+            counts.append(json.loads(r.stdout)["lattice_points8"])
+    # 2 presets x 2 lattices of H x W points, and the volume: all but the tails of the chunks went 8 at a time
+    assert counts[0] > 0.99 * (4 * H * W + feats.shape[1]) and counts[1] == 0, counts
     for key in results[0]:
         np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "cpu/fast_paths.h"
 #include "cpu/key_grid.h"
 #include "cpu/key_table.h"
 #include "cpu/lattice_simd.h"
@@ -307,6 +308,7 @@ struct ChunkPoints {
         alignas(32) float f8[D * 8];
         int r8[8 * (D + 1)], k8[8 * (D + 1)];
         float b8[8 * (D + 2)];
+        const int64_t p8 = p;
         for (; p + 8 <= e; p += 8) {
           int64_t x = p % fw, y = p / fw;
           for (int l = 0; l < 8; ++l, ++x) {
@@ -317,6 +319,7 @@ struct ChunkPoints {
           if (!lattice_points8<D>(f8, bd.sc, r8, k8, b8)) break;
           for (int l = 0; l < 8; ++l) place(p + l, r8 + l * (D + 1), k8 + l * (D + 1), b8 + l * (D + 2));
         }
+        fast_path_counts().lattice_points8.fetch_add(p - p8, std::memory_order_relaxed);
       }
     }
 #endif

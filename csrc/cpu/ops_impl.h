@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/fast_paths.h"
 #include "cpu/ops.h"
 #include "cpu/lattice_cpu.h"
 #include "crf/common.h"
@@ -44,6 +45,7 @@ struct Dispatch {
                      float* out_lm, int labels, int64_t n) {
     if (lp == LP) {
       update_pixels_v<LP>(nk, ks, neg_u, pb, pe, q_out, out_lm, labels, n);
+      fast_path_counts().update_pixels[PYSEG_VW == 8].fetch_add(pe - pb, std::memory_order_relaxed);
       return true;
     }
     return Dispatch<LP + kLabelPad>::update(lp, nk, ks, neg_u, pb, pe, q_out, out_lm, labels, n);

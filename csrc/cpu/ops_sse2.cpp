@@ -10,6 +10,11 @@ namespace cpu {
 
 const OpsSet& ops_sse2() { return sse2::kSet; }
 
+FastPathCounts& fast_path_counts() {
+  static FastPathCounts counts;
+  return counts;
+}
+
 bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
