@@ -9,6 +9,7 @@ determinism, bad inputs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,17 +26,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 _EMU_MAIN = REPO / "csrc" / "cuda" / "host_emulation_main.cpp"
 
+# scripts/asan_tests.sh sets PYSEG_EMU_SANITIZE=1: the emulation (the GPU's index arithmetic) then runs under
+# AddressSanitizer + UBSan, each workspace array in its own heap block (host_exec.cuh).
+SANITIZE = os.environ.get("PYSEG_EMU_SANITIZE") == "1"
+SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+                   "-g"]
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Path:
+
+def build_host_program(tmp_path_factory, name: str, source: Path, flags: list[str]) -> Path:
     cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if cxx is None:
         pytest.skip("no C++ compiler for the host emulation of the CUDA pipeline")
-    d = tmp_path_factory.mktemp("emu")
-    exe = d / "emu"
-    r = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{REPO / 'csrc'}",
-                        str(_EMU_MAIN), "-o", str(exe)], capture_output=True, text=True)
+    exe = tmp_path_factory.mktemp(name) / name
+    r = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", *flags, f"-I{REPO / 'csrc'}",
+                        str(source), "-o", str(exe)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    return exe
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory) -> Path:
+    exe = build_host_program(tmp_path_factory, "emu", _EMU_MAIN, SANITIZER_FLAGS if SANITIZE else [])
+    if SANITIZE:
+        assert b"__asan_report" in exe.read_bytes(), f"{exe} was not built with AddressSanitizer"
     return exe
 
 
@@ -168,6 +181,47 @@ def test_emulated_rejects_sigma_too_small_for_lattice(emulator):
     probs = random_probs(np.random.default_rng(0), 1, 2, 8, 8)
     with pytest.raises(ValueError, match="too small"):
         run_emulator(emulator, probs, np.zeros((1, 8, 8, 3), np.uint8), CRFParams(1e-6, 3, 80, 13, 10, 1), 1)
+
+
+_OVERFLOW_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include "cuda/host_exec.cuh"
+int main(int argc, char** argv) {
+  if (argc != 2) return 2;
+  const int i = atoi(argv[1]);
+  const pyseg::cuda::HostWorkspace ws(pyseg::cuda::make_sizes(2, 5, 7, 3));
+  if (i < 0) {
+    std::printf("%d\n", pyseg::cuda::kNumBuffers);
+    return 0;
+  }
+  if (ws.bytes[i] == 0) return 5;  // the GPU's sort scratch: no array here
+  std::fprintf(stderr, "array %d: %zu bytes\n", i, ws.bytes[i]);
+  volatile unsigned char* p = ws.blocks[(size_t)i].get();
+  p[ws.bytes[i]] = 1;  // the first byte past array i
+  return 0;
+}
+"""
+
+
+def test_sanitized_emulation_sees_an_index_past_any_workspace_array(tmp_path_factory):
+    """Each array of the emulated workspace is its own heap block: ASan reports a write one past its end (carved
+    out of one buffer, as on the GPU, the write would land unseen in the padding or the next array)."""
+    source = tmp_path_factory.mktemp("overflow_src") / "overflow.cpp"
+    source.write_text(_OVERFLOW_MAIN)
+    exe = build_host_program(tmp_path_factory, "overflow", source, SANITIZER_FLAGS)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+    n = int(subprocess.run([str(exe), "-1"], capture_output=True, text=True, env=env, check=True).stdout)
+    assert n == 26
+    for i in range(n):
+        r = subprocess.run([str(exe), str(i)], capture_output=True, text=True, env=env)
+        if i == n - 1:  # cub_temp
+            assert r.returncode == 5, r.stderr
+            continue
+        size = re.search(r"array \d+: (\d+) bytes", r.stderr)
+        assert r.returncode != 0 and size, f"array {i}: no sanitizer report\n{r.stderr}"
+        assert "heap-buffer-overflow" in r.stderr, r.stderr
+        assert re.search(rf"0 bytes (after|to the right of) {size.group(1)}-byte region", r.stderr), r.stderr
 
 
 # --------------------------------------------------------------------------------- CMake switch (no GPU)

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 #include <vector>
@@ -59,18 +60,34 @@ struct HostExec {
   }
 };
 
+// The emulation's workspace: each array of Buffers in a heap block of its exact size (the GPU carves them out
+// of one buffer), so that AddressSanitizer reports an index past the end of any array. Poisoned: anything read
+// before it is written shows up as NaN / garbage in the results.
+struct HostWorkspace {
+  size_t bytes[kNumBuffers];
+  std::vector<std::unique_ptr<unsigned char[]>> blocks;
+  Buffers bf;
+
+  explicit HostWorkspace(const Sizes& s) {
+    buffer_bytes(s, 0, bytes);
+    void* p[kNumBuffers];
+    for (int i = 0; i < kNumBuffers; ++i) {
+      blocks.emplace_back(new unsigned char[bytes[i]]);
+      std::memset(blocks.back().get(), 0x7F, bytes[i]);
+      p[i] = blocks.back().get();
+    }
+    bf = bind_pointers(p);
+  }
+};
+
 // Runs the whole pipeline on the host; `counts` receives M, M0 and the piece count.
 inline void run_dense_crf_host(int64_t B, int64_t L, int64_t H, int64_t W, const float* probs, const uint8_t* rgb,
                                const crf::ImageParams& prm, int iterations, float* out, int32_t counts[3],
                                int64_t* launches) {
   const Sizes s = make_sizes(B, H, W, L);
   check_lattice_range(s, prm);
-  const Layout lay = make_layout(s, 0);
-  std::vector<uint64_t> mem(lay.total / 8 + 64);
-  // Poison the workspace: anything read before written shows up as NaN / garbage in the results.
-  std::memset(mem.data(), 0x7F, mem.size() * 8);
-  void* base = (void*)(((uintptr_t)mem.data() + 255) / 256 * 256);
-  const Buffers bf = bind_buffers(lay, base);
+  const HostWorkspace ws(s);
+  const Buffers& bf = ws.bf;
   HostExec ex;
   run_dense_crf(ex, s, prm, iterations, bf, probs, rgb, out);
   if (iterations > 0)

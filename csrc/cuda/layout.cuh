@@ -111,17 +111,12 @@ struct Buffers {
   void* cub_temp;      // cub_bytes
 };
 
-struct Layout {
-  size_t off[26];
-  size_t total;
-};
+constexpr int kNumBuffers = 26;  // the arrays of Buffers
 
-inline size_t align256(size_t x) { return (x + 255) / 256 * 256; }
-
-// Byte offsets of the arrays of Buffers in declaration order; cub_bytes is the sort/scan scratch size.
-inline Layout make_layout(const Sizes& s, size_t cub_bytes) {
+// Bytes of each array of Buffers, in declaration order; cub_bytes is the sort/scan scratch size.
+inline void buffer_bytes(const Sizes& s, size_t cub_bytes, size_t out[kNumBuffers]) {
   const size_t P = (size_t)s.P, E = (size_t)s.E, LP = (size_t)s.LP, C = (size_t)s.C;
-  const size_t sizes[26] = {
+  const size_t sizes[kNumBuffers] = {
       P * LP * 4, P * LP * 4, P * 9 * 4, E * 4,           // neg_u q pdat bary
       E * 4,      E * 4,      E * 4,     E * 4,  E * 4,   // entry_slot entry_key entry_idx sorted_key sorted_entry
       E * 4,      E * 4,      C * 4,                      // flags vid table
@@ -130,9 +125,23 @@ inline Layout make_layout(const Sizes& s, size_t cub_bytes) {
       E * kNbrAxes * 2 * 4,                               // nbr
       E * LP * 4, E * LP * 4,                             // vals0 vals1
       cub_bytes};
+  for (int i = 0; i < kNumBuffers; ++i) out[i] = sizes[i];
+}
+
+struct Layout {
+  size_t off[kNumBuffers];
+  size_t total;
+};
+
+inline size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+
+// Byte offsets of the arrays of Buffers in one workspace, in declaration order.
+inline Layout make_layout(const Sizes& s, size_t cub_bytes) {
+  size_t sizes[kNumBuffers];
+  buffer_bytes(s, cub_bytes, sizes);
   Layout lay;
   size_t o = 0;
-  for (int i = 0; i < 26; ++i) {
+  for (int i = 0; i < kNumBuffers; ++i) {
     lay.off[i] = o;
     o += align256(sizes[i] > 0 ? sizes[i] : 1);
   }
@@ -140,19 +149,25 @@ inline Layout make_layout(const Sizes& s, size_t cub_bytes) {
   return lay;
 }
 
-inline Buffers bind_buffers(const Layout& lay, void* base) {
-  char* b = (char*)base;
+// The arrays of Buffers at the given addresses, in declaration order.
+inline Buffers bind_pointers(void* const p[kNumBuffers]) {
   Buffers f;
-  void** ptrs[26] = {(void**)&f.neg_u,   (void**)&f.q,       (void**)&f.pdat,        (void**)&f.bary,
-                     (void**)&f.entry_slot, (void**)&f.entry_key, (void**)&f.entry_idx, (void**)&f.sorted_key,
-                     (void**)&f.sorted_entry,
-                     (void**)&f.flags,   (void**)&f.vid,     (void**)&f.table,       (void**)&f.vstart,
-                     (void**)&f.vowner,  (void**)&f.vpiece,  (void**)&f.pstart,      (void**)&f.counts,
-                     (void**)&f.ev,      (void**)&f.lw,      (void**)&f.swe,         (void**)&f.spix,
-                     (void**)&f.sws,     (void**)&f.nbr,     (void**)&f.vals0,       (void**)&f.vals1,
-                     (void**)&f.cub_temp};
-  for (int i = 0; i < 26; ++i) *ptrs[i] = b + lay.off[i];
+  void** ptrs[kNumBuffers] = {(void**)&f.neg_u,   (void**)&f.q,       (void**)&f.pdat,        (void**)&f.bary,
+                              (void**)&f.entry_slot, (void**)&f.entry_key, (void**)&f.entry_idx, (void**)&f.sorted_key,
+                              (void**)&f.sorted_entry,
+                              (void**)&f.flags,   (void**)&f.vid,     (void**)&f.table,       (void**)&f.vstart,
+                              (void**)&f.vowner,  (void**)&f.vpiece,  (void**)&f.pstart,      (void**)&f.counts,
+                              (void**)&f.ev,      (void**)&f.lw,      (void**)&f.swe,         (void**)&f.spix,
+                              (void**)&f.sws,     (void**)&f.nbr,     (void**)&f.vals0,       (void**)&f.vals1,
+                              (void**)&f.cub_temp};
+  for (int i = 0; i < kNumBuffers; ++i) *ptrs[i] = p[i];
   return f;
+}
+
+inline Buffers bind_buffers(const Layout& lay, void* base) {
+  void* p[kNumBuffers];
+  for (int i = 0; i < kNumBuffers; ++i) p[i] = (char*)base + lay.off[i];
+  return bind_pointers(p);
 }
 
 }  // namespace cuda
