@@ -3,7 +3,9 @@
 #
 #   PYTHON=.venv/bin/python scripts/asan_tests.sh [extra pytest args]
 #
-# ASAN_TESTS (default: tests/test_crf_*.py, relative to the repository) selects other test files.
+# ASAN_TESTS (default: tests/test_crf_*.py, relative to the repository) selects other test files; ASAN_TIMEOUT_S
+# (default 1200) bounds the whole pass. The CUDA pipeline's host emulation in tests/test_crf_cuda.py is built with
+# the sanitizers too (PYSEG_EMU_SANITIZE=1): its index arithmetic is the code that runs on the GPU.
 #
 # Builds _crf_cpu with -DPYSEG_SANITIZE=ON in build/asan (never installed into pyseg/crf/), copies the pyseg
 # package into a temporary directory with the sanitized module in its crf/, and runs tests/test_crf_*.py
@@ -42,9 +44,19 @@ trap 'rm -rf "$TMP"' EXIT
 (cd "$REPO" && tar cf - --exclude='__pycache__' --exclude='*.so' pyseg) | (cd "$TMP" && tar xf -)
 cp "$SO" "$TMP/pyseg/crf/"
 
-# A pytest plugin that fails the session unless the sanitized module was the one the tests imported.
+# A pytest plugin that fails the session unless the sanitized module was the one the tests imported, and unless
+# the CUDA pipeline's host emulation (built sanitized: PYSEG_EMU_SANITIZE=1) ran wherever its tests were chosen.
 cat > "$TMP/pyseg_asan_check.py" <<EOF
 import sys
+
+EMULATION, PASSED = set(), set()
+
+def pytest_collection_modifyitems(items):
+    EMULATION.update(i.nodeid for i in items if "emulator" in getattr(i, "fixturenames", ()))
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        PASSED.add(report.nodeid)
 
 def pytest_sessionfinish(session, exitstatus):
     mod = sys.modules.get("pyseg.crf._crf_cpu")
@@ -52,6 +64,13 @@ def pytest_sessionfinish(session, exitstatus):
     print("\n[asan] pyseg.crf._crf_cpu loaded from:", path)
     if path is None or not path.startswith("$TMP/"):
         print("[asan] ERROR: the tests did not use the sanitized module")
+        session.exitstatus = 3
+    tests = next((m for n, m in list(sys.modules.items()) if n.rpartition(".")[2] == "test_crf_cuda"), None)
+    sanitized = bool(getattr(tests, "SANITIZE", False))
+    print(f"[asan] host emulation of the CUDA pipeline (sanitized: {sanitized}): "
+          f"{len(EMULATION & PASSED)} of {len(EMULATION)} tests passed")
+    if EMULATION and not (sanitized and EMULATION & PASSED):
+        print("[asan] ERROR: the host-emulation tests did not run a sanitized emulation")
         session.exitstatus = 3
 EOF
 
@@ -65,6 +84,7 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export PYTHONPATH="$TMP"
 export PYTHONDONTWRITEBYTECODE=1
+export PYSEG_EMU_SANITIZE=1  # tests/test_crf_cuda.py builds the CUDA pipeline's host emulation with ASan + UBSan
 
 echo "== sanity: the sanitized module is the one imported"
 (cd "$TMP" && "$PYTHON" -c "import pyseg.crf._crf_cpu as m, sys; print('[asan] module:', m.__file__); \
@@ -78,10 +98,13 @@ echo "== CRF tests under ASan + UBSan: ${TESTS[*]}"
 LOG="$TMP/pytest.log"
 # -s: no output capture, so that a sanitizer report (written to fd 2 just before the process dies) is shown.
 set +e
-(cd "$TMP" && "$PYTHON" -m pytest -p pyseg_asan_check -p no:cacheprovider \
+# A hang fails in minutes (pytest-timeout, per test, from pyproject.toml); ASAN_TIMEOUT_S bounds the whole pass.
+(cd "$TMP" && timeout -k 30 "${ASAN_TIMEOUT_S:-1200}" "$PYTHON" -m pytest -p pyseg_asan_check -p no:cacheprovider \
    --rootdir="$REPO" -c "$REPO/pyproject.toml" -q -s \
    "${TESTS[@]}" "$@" 2>&1) | tee "$LOG"
 status=${PIPESTATUS[0]}
+[ "$status" -ne 124 ] && [ "$status" -ne 137 ] \
+  || echo "asan_tests: the sanitizer pass ran past ASAN_TIMEOUT_S=${ASAN_TIMEOUT_S:-1200} s and was stopped" >&2
 set -e
 if grep -qE "ERROR: AddressSanitizer|runtime error:|SUMMARY: (Address|UndefinedBehavior)Sanitizer" "$LOG"; then
   echo "asan_tests: sanitizer report found (see above)" >&2
