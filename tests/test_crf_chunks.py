@@ -32,11 +32,12 @@ def test_sizes_span_several_chunks():
     assert H * W > CHUNK and (H * W - CHUNK) % 16 != 0 and (H * W - CHUNK) % 8 != 0
 
 
+@pytest.mark.pydensecrf
 @pytest.mark.parametrize("n_labels", [2, 5, 11, 21, 40])
 @pytest.mark.parametrize("preset", ["krahenbuhl", "deeplab"])
 def test_multi_chunk_matches_pydensecrf(n_labels, preset):
     """2 labels: rows of 4 (a lone 4-lane tail with AVX2); 11: 8 + 4; 21: 24 = 3 x 8; 40: the generic path."""
-    pd = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf2 (the parity reference) is not installed")
+    import pydensecrf.densecrf as pd
     from pydensecrf.utils import unary_from_softmax
 
     img, pr = smooth_image(H, W, seed=n_labels), blocky_probs(n_labels, H, W, seed=n_labels)
