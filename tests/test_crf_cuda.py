@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import edged_image, natural_crop
+from helpers import build_host_emulator, edged_image, natural_crop
 
 from pyseg.crf import reference as ref
 from pyseg.crf.params import CRFParams
@@ -28,14 +28,9 @@ _EMU_MAIN = REPO / "csrc" / "cuda" / "host_emulation_main.cpp"
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory) -> Path:
-    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
-    if cxx is None:
+    exe = build_host_emulator(_EMU_MAIN, tmp_path_factory.mktemp("emu"))
+    if exe is None:
         pytest.skip("no C++ compiler for the host emulation of the CUDA pipeline")
-    d = tmp_path_factory.mktemp("emu")
-    exe = d / "emu"
-    r = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{REPO / 'csrc'}",
-                        str(_EMU_MAIN), "-o", str(exe)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
     return exe
 
 
