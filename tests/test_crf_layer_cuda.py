@@ -39,10 +39,10 @@ def emulator(tmp_path_factory) -> Path:
 
 
 def emulated_filter(exe: Path, images: np.ndarray, params: CRFParams, x0: np.ndarray, x1: np.ndarray | None,
-                    adjoint: bool):
+                    adjoint: bool, vals_budget: int | None = None):
     """(out0, out1, counts): the emulated CUDA filter of (B, N, c) x0 (Gaussian) and x1 (bilateral; None: x0
     shared, as the layer's forward passes it); counts = (M, M0, pieces, scratch, fixed, vertex, build tmp,
-    apply tmp bytes)."""
+    apply tmp bytes). vals_budget: bytes of vertex values per apply pass (default the op's)."""
     b, h, w, _ = images.shape
     c = x0.shape[-1]
     d = exe.parent
@@ -55,6 +55,7 @@ def emulated_filter(exe: Path, images: np.ndarray, params: CRFParams, x0: np.nda
     args = [str(exe), str(b), str(h), str(w), str(c), repr(float(params.gaussian_sxy)),
             repr(float(params.bilateral_sxy)), repr(float(params.bilateral_srgb)), str(int(adjoint)),
             str(d / "rgb.bin"), str(d / "in0.bin"), str(in1), str(d / "out0.bin"), str(d / "out1.bin")]
+    args += [] if vals_budget is None else [str(vals_budget)]
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode == 4:
         raise ValueError(r.stderr.strip())
@@ -145,6 +146,20 @@ def test_emulated_buffers_follow_the_real_lattice(emulator):
     assert small[3:5] == big[3:5]  # scratch and fixed: sized by the entries, the same for both
     assert big[0] > 3 * small[0]
     assert big[5] > 2 * small[5] and big[7] > 2 * small[7]  # vertex and apply tmp bytes follow M
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_emulated_label_passes_give_the_same_bits(emulator, adjoint):
+    # A budget too small for the vertex values of all 11 labels filters them in passes of 4 (1 float4 group):
+    # less memory, the same bits; 2 inputs so that each lattice's pass reads its own.
+    params = CRFParams.preset("deeplab")
+    images = _images("natural", 2, 15, 18, 0)
+    rng = np.random.default_rng(0)
+    x0, x1 = (rng.normal(size=(2, 15 * 18, 11)).astype(np.float32) for _ in range(2))
+    whole = emulated_filter(emulator, images, params, x0, x1, adjoint)
+    passes = emulated_filter(emulator, images, params, x0, x1, adjoint, vals_budget=1)
+    assert np.array_equal(whole[0], passes[0]) and np.array_equal(whole[1], passes[1])
+    assert 3 * passes[2][7] < whole[2][7] + 3 * 256 * 4  # a third of the tmp, up to alignment
 
 
 def test_emulated_filter_rejects_sigmas_too_small(emulator):

@@ -1,7 +1,7 @@
 // The CRF layer's CUDA lattice filter (cuda/lattice_op.cuh) run by the host emulation, as a program
 // (tests/test_crf_layer_cuda.py builds it with g++): argv B H W c gaussian_sxy bilateral_sxy bilateral_srgb
-// adjoint rgb.bin in0.bin in1.bin out0.bin out1.bin, each in/out (B, H*W, c) float32 (in1 = in0's path: one
-// shared input, as the layer's forward passes it); prints M M0 pieces and the scratch, fixed, vertex, build-tmp
+// adjoint rgb.bin in0.bin in1.bin out0.bin out1.bin [vals_budget], each in/out (B, H*W, c) float32 (in1 = in0's
+// path: one shared input, as the layer's forward passes it; vals_budget: bytes per apply pass); prints M M0 pieces and the scratch, fixed, vertex, build-tmp
 // and apply-tmp bytes; exit 4 with the error on stderr.
 #include <cstdio>
 #include <cstdlib>
@@ -35,7 +35,7 @@ bool read_file(const char* path, void* dst, size_t bytes) {
 
 int main(int argc, char** argv) {
   using namespace pyseg::cuda;
-  if (argc != 14) return 2;
+  if (argc != 14 && argc != 15) return 2;
   const long B = atol(argv[1]), H = atol(argv[2]), W = atol(argv[3]);
   const int c = atoi(argv[4]);
   const bool adjoint = atoi(argv[8]) != 0, shared = std::string(argv[10]) == argv[11];
@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
     return 3;
   try {
     LatticeOpState st = make_lattice_op(B, H, W, (float)atof(argv[5]), (float)atof(argv[6]), (float)atof(argv[7]));
+    if (argc == 15) st.vals_budget = (size_t)atoll(argv[14]);
     HostBuffer scratch(scratch_bytes(st)), fixed(fixed_bytes(st));
     carve_scratch(st, scratch.p);
     carve_fixed(st, fixed.p);

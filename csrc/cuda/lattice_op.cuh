@@ -9,7 +9,8 @@
 //   scratch  the build's work arrays (sized by the entry count: the vertex count is not known yet)
 //   fixed    per entry: its vertex and slice weight, per sorted position its pixel and splat weight; counts
 //   vertex   per vertex: blur neighbours, first piece; per piece: first sorted position (sized by M, pieces)
-//   tmp      the vertex values of one filter (build: the ones pass; apply: c labels)
+//   tmp      the vertex values of one filter (build: the ones pass; apply: c labels, in passes of as many
+//            float4 groups as fit vals_budget: each (vertex, group) is computed alone, so the same bits)
 // Build: build_vertices, read the counts back (one small read-back), build_finish; scratch and the build's
 // tmp can then go. fixed and vertex are the lattice, kept for every apply (forward and backward).
 #pragma once
@@ -90,12 +91,15 @@ struct SliceRows {
   }
 };
 
+constexpr size_t kApplyValsBudget = size_t(256) << 20;
+
 // Everything one batch's lattice pair needs on the host: sizes, parameters, counts, device pointers.
 struct LatticeOpState {
   Sizes s;  // with L = 1 (the label count comes with each apply)
   crf::ImageParams prm;
   int32_t m = -1, m0 = -1, pieces = -1;  // read back after build_vertices
   size_t cub_bytes = 0;
+  size_t vals_budget = kApplyValsBudget;  // bytes of vertex values per apply pass (at least one group)
   Buffers bf{};
   const int32_t* vpiece_a = nullptr;  // build_vertices' piece arrays (sized by entries), copied into `vertex`
   const int32_t* pstart_a = nullptr;
@@ -208,9 +212,18 @@ inline size_t build_tmp_bytes(const LatticeOpState& st) {
   return carve_vals(st, bf, cv, 1);
 }
 
-// Bytes of an apply's tmp: the packed inputs (one, or two for different inputs per lattice) and the values.
-inline size_t apply_tmp_bytes(const LatticeOpState& st, int c, bool two_inputs) {
+// Float4 groups per apply pass: all of c's where their vertex values fit vals_budget, else fewer (at least 1).
+inline int apply_groups(const LatticeOpState& st, int c) {
+  require_counts(st);
   const int G = (c + 3) / 4;
+  const size_t per_group = (size_t)(st.m + (st.pieces > st.m ? st.pieces : st.m)) * sizeof(F4);
+  const size_t fit = st.vals_budget / per_group;
+  return fit >= (size_t)G ? G : (fit < 1 ? 1 : (int)fit);
+}
+
+// Bytes of an apply's tmp: one pass's packed inputs (one, or two for different inputs per lattice) and values.
+inline size_t apply_tmp_bytes(const LatticeOpState& st, int c, bool two_inputs) {
+  const int G = apply_groups(st, c);
   Carve cv{nullptr};
   cv.take<F4>(st.s.P * G * (two_inputs ? 2 : 1));
   Buffers bf{};
@@ -249,20 +262,23 @@ void lattice_op_build_finish(Exec& ex, LatticeOpState& st, void* tmp) {
 template <class Exec>
 void lattice_op_apply(Exec& ex, const LatticeOpState& st, const float* in0, const float* in1, int64_t ld_in,
                       float* out0, float* out1, int64_t ld_out, int c, bool adjoint, void* tmp) {
-  require_counts(st);
-  const int G = (c + 3) / 4;
+  const int G = (c + 3) / 4, per_pass = apply_groups(st, c);
   const int64_t P = st.s.P;
-  Carve cv{(char*)tmp};
-  F4* q0 = cv.take<F4>(P * G);
-  F4* q1 = in1 == in0 ? q0 : cv.take<F4>(P * G);
-  Buffers bf = st.bf;
-  carve_vals(st, bf, cv, G);
-  ex.for_n("pack_rows", PackRows{in0, q0, ld_in, c, G}, P * G);
-  if (q1 != q0) ex.for_n("pack_rows", PackRows{in1, q1, ld_in, c, G}, P * G);
-  const Filtered f = filter<Exec, false>(ex, st.s, bf, q0, q1, G, adjoint);
-  SliceRows sl{bf.ev, bf.swe, f.l0, f.l1, out0, out1, ld_out, st.s.E0, c, G, crf::lattice_alpha(kDim0),
-               crf::lattice_alpha(kDim1)};
-  ex.for_n("slice_rows", sl, P * G);
+  for (int g0 = 0; g0 < G; g0 += per_pass) {  // labels 4 g0 .. 4 g0 + cc of every row
+    const int gn = G - g0 < per_pass ? G - g0 : per_pass;
+    const int cc = c - 4 * g0 < 4 * gn ? c - 4 * g0 : 4 * gn;
+    Carve cv{(char*)tmp};
+    F4* q0 = cv.take<F4>(P * gn);
+    F4* q1 = in1 == in0 ? q0 : cv.take<F4>(P * gn);
+    Buffers bf = st.bf;
+    carve_vals(st, bf, cv, gn);
+    ex.for_n("pack_rows", PackRows{in0 + 4 * g0, q0, ld_in, cc, gn}, P * gn);
+    if (q1 != q0) ex.for_n("pack_rows", PackRows{in1 + 4 * g0, q1, ld_in, cc, gn}, P * gn);
+    const Filtered f = filter<Exec, false>(ex, st.s, bf, q0, q1, gn, adjoint);
+    SliceRows sl{bf.ev, bf.swe, f.l0, f.l1, out0 + 4 * g0, out1 + 4 * g0, ld_out, st.s.E0, cc, gn,
+                 crf::lattice_alpha(kDim0), crf::lattice_alpha(kDim1)};
+    ex.for_n("slice_rows", sl, P * gn);
+  }
 }
 
 }  // namespace cuda
