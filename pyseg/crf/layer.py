@@ -26,8 +26,9 @@ Backends (chosen in one place, ``_uses_cuda``): CPU tensors run image by image t
 ``_crf_cpu.LatticeFilter``; CUDA tensors, where the CUDA backend is usable, run the whole batch on the device
 through ``pyseg.crf.cuda_layer.CudaLatticeFilters`` (both terms' filters of every image in one call, rows
 pixel-major: (B, N, L)), with no host round trip but one read-back of the lattice's size per forward. There
-autograd keeps, per iteration, Q and both terms' filtered Q (3 float32 tensors of the logits' size) and the
-lattices (``CudaLatticeFilters.kept_bytes``). Without the CUDA backend, CUDA tensors are filtered by the CPU
+autograd keeps, per iteration, Q alone (one float32 tensor of the logits' size; the backward filters Q again,
+one more filter per iteration, rather than keep both terms' filtered Q) and the lattices
+(``CudaLatticeFilters.kept_bytes``). Without the CUDA backend, CUDA tensors are filtered by the CPU
 backend (copied to the host and back, with a one-time warning).
 """
 
@@ -66,17 +67,26 @@ class _Filter(torch.autograd.Function):
         return torch.from_numpy(g), None, None
 
 
-class _CudaFilters(torch.autograd.Function):
-    """(B, N, c) float32 CUDA -> (B, N, 2, c), both terms' filters; backward: the sum of their adjoints."""
+class _CudaMessage(torch.autograd.Function):
+    """q (B, N, L) float32 CUDA, m (K L, L) -> [F_0(q) | F_1(q)] m: both terms' filtered q times their
+    weighted compatibilities. Saves q alone (the softmax before it keeps q anyway) and filters it again in
+    the backward, whose gradient for q is the filters' adjoint."""
 
     @staticmethod
-    def forward(ctx, x, filters):
+    def forward(ctx, q, m, filters):
         ctx.filters = filters
-        return filters.apply(x)
+        ctx.save_for_backward(q, m)
+        return filters.apply(q).reshape(q.shape[0], q.shape[1], -1) @ m
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        return ctx.filters.adjoint(grad), None
+        q, m = ctx.saved_tensors
+        b, n, l = q.shape
+        g = grad.reshape(b * n, l)
+        d_m = ctx.filters.apply(q).reshape(b * n, -1).t() @ g if ctx.needs_input_grad[1] else None
+        d_q = ctx.filters.adjoint((g @ m.t()).reshape(b, n, len(TERMS), l)) if ctx.needs_input_grad[0] else None
+        return d_q, d_m, None
 
 
 def _compat_times(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -117,14 +127,12 @@ def meanfield_cuda(logits: torch.Tensor, filters, compat: torch.Tensor, weights:
                    iterations: int) -> torch.Tensor:
     """Unrolled mean field on CUDA float32 tensors, the batch at once: logits (B, L, N); filters the
     ``CudaLatticeFilters`` of the batch; compat (K, L, L); weights (K,). Returns (B, L, N) as ``meanfield``."""
-    b, l, n = logits.shape
-    x = logits.transpose(1, 2)  # (B, N, L): the filters' pixel-major rows
+    x = logits.transpose(1, 2).contiguous()  # (B, N, L): the filters' pixel-major rows
     # sum_k w_k F_k C_k^T as one product: [F_0 | F_1] (B, N, K L) times the stacked (w_k C_k)^T (K L, L)
-    m = (weights[:, None, None] * compat).transpose(1, 2).reshape(-1, l)
+    m = (weights[:, None, None] * compat).transpose(1, 2).reshape(-1, logits.shape[1])
     e = x
     for _ in range(iterations):
-        q = torch.softmax(e, dim=-1).contiguous()
-        e = x - _CudaFilters.apply(q, filters).reshape(b, n, -1) @ m
+        e = x - _CudaMessage.apply(torch.softmax(e, dim=-1), m, filters)
     return e.transpose(1, 2)
 
 
