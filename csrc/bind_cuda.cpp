@@ -39,10 +39,12 @@ class PyLatticeOp {
   PyLatticeOp(int64_t b, int64_t h, int64_t w, float gaussian_sxy, float bilateral_sxy, float bilateral_srgb,
               int device)
       : op_(b, h, w, gaussian_sxy, bilateral_sxy, bilateral_srgb, device) {}
-  void build_vertices(std::uintptr_t rgb, std::uintptr_t scratch, std::uintptr_t fixed, std::uintptr_t stream) {
+  void build_vertices(std::uintptr_t rgb, std::uintptr_t work, std::uintptr_t scratch, std::uintptr_t fixed,
+                      std::uintptr_t stream) {
     py::gil_scoped_release release;  // waits for the GPU (the vertex counts)
-    op_.build_vertices(reinterpret_cast<const uint8_t*>(rgb), reinterpret_cast<void*>(scratch),
-                       reinterpret_cast<void*>(fixed), reinterpret_cast<void*>(stream));
+    op_.build_vertices(reinterpret_cast<const uint8_t*>(rgb), reinterpret_cast<void*>(work),
+                       reinterpret_cast<void*>(scratch), reinterpret_cast<void*>(fixed),
+                       reinterpret_cast<void*>(stream));
   }
   void build_finish(std::uintptr_t vertex, std::uintptr_t tmp, std::uintptr_t stream) {
     py::gil_scoped_release release;
@@ -76,14 +78,15 @@ PYBIND11_MODULE(_crf_cuda, m) {
                           "(pyseg.crf.cuda_layer); device pointers as integers, memory owned by the caller.")
       .def(py::init<int64_t, int64_t, int64_t, float, float, float, int>(), py::arg("b"), py::arg("h"), py::arg("w"),
            py::arg("gaussian_sxy"), py::arg("bilateral_sxy"), py::arg("bilateral_srgb"), py::arg("device"))
+      .def_property_readonly("work_bytes", [](const PyLatticeOp& o) { return o.op_.work_bytes(); })
       .def_property_readonly("scratch_bytes", [](const PyLatticeOp& o) { return o.op_.scratch_bytes(); })
       .def_property_readonly("fixed_bytes", [](const PyLatticeOp& o) { return o.op_.fixed_bytes(); })
       .def_property_readonly("vertex_bytes", [](const PyLatticeOp& o) { return o.op_.vertex_bytes(); })
       .def_property_readonly("build_tmp_bytes", [](const PyLatticeOp& o) { return o.op_.build_tmp_bytes(); })
       .def("apply_bytes", [](const PyLatticeOp& o, int c, bool two) { return o.op_.apply_bytes(c, two); },
            py::arg("c"), py::arg("two_inputs"))
-      .def("build_vertices", &PyLatticeOp::build_vertices, py::arg("image"), py::arg("scratch"), py::arg("fixed"),
-           py::arg("stream"))
+      .def("build_vertices", &PyLatticeOp::build_vertices, py::arg("image"), py::arg("work"), py::arg("scratch"),
+           py::arg("fixed"), py::arg("stream"))
       .def("build_finish", &PyLatticeOp::build_finish, py::arg("vertex"), py::arg("tmp"), py::arg("stream"))
       .def("apply", &PyLatticeOp::apply, py::arg("in0"), py::arg("in1"), py::arg("ld_in"), py::arg("out0"),
            py::arg("out1"), py::arg("ld_out"), py::arg("c"), py::arg("adjoint"), py::arg("tmp"), py::arg("tmp_bytes"),

@@ -39,10 +39,11 @@ def emulator(tmp_path_factory) -> Path:
 
 
 def emulated_filter(exe: Path, images: np.ndarray, params: CRFParams, x0: np.ndarray, x1: np.ndarray | None,
-                    adjoint: bool, vals_budget: int | None = None):
+                    adjoint: bool, vals_budget: int | None = None, summed: bool = False):
     """(out0, out1, counts): the emulated CUDA filter of (B, N, c) x0 (Gaussian) and x1 (bilateral; None: x0
-    shared, as the layer's forward passes it); counts = (M, M0, pieces, scratch, fixed, vertex, build tmp,
-    apply tmp bytes). vals_budget: bytes of vertex values per apply pass (default the op's)."""
+    shared, as the layer's forward passes it); counts = (M, M0, pieces, work, scratch, fixed, vertex, build
+    tmp, apply tmp bytes). vals_budget: bytes of vertex values per apply pass (default the op's); summed: one
+    output, out0 = the sum of both terms' (out1 None), as the layer's adjoint asks."""
     b, h, w, _ = images.shape
     c = x0.shape[-1]
     d = exe.parent
@@ -54,13 +55,16 @@ def emulated_filter(exe: Path, images: np.ndarray, params: CRFParams, x0: np.nda
         in1 = d / "in1.bin"
     args = [str(exe), str(b), str(h), str(w), str(c), repr(float(params.gaussian_sxy)),
             repr(float(params.bilateral_sxy)), repr(float(params.bilateral_srgb)), str(int(adjoint)),
-            str(d / "rgb.bin"), str(d / "in0.bin"), str(in1), str(d / "out0.bin"), str(d / "out1.bin")]
+            str(d / "rgb.bin"), str(d / "in0.bin"), str(in1), str(d / "out0.bin"),
+            str(d / ("out0.bin" if summed else "out1.bin"))]
     args += [] if vals_budget is None else [str(vals_budget)]
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode == 4:
         raise ValueError(r.stderr.strip())
     assert r.returncode == 0, r.stderr
     outs = [np.fromfile(d / f"out{k}.bin", np.float32).reshape(b, h * w, c) for k in range(2)]
+    if summed:
+        outs[1] = None
     return outs[0], outs[1], tuple(int(v) for v in r.stdout.split())
 
 
@@ -107,6 +111,8 @@ def test_emulated_filter_matches_cpu_filter(emulator, b, h, w, c, preset, kind):
     ops = cpu_filters(images, params)
     fwd0, fwd1, counts = emulated_filter(emulator, images, params, x0, None, adjoint=False)
     adj0, adj1, _ = emulated_filter(emulator, images, params, x0, x1, adjoint=True)
+    # one output for both terms' adjoints (the layer's backward): their sum, the same bits as adding them
+    assert np.array_equal(emulated_filter(emulator, images, params, x0, x1, True, summed=True)[0], adj0 + adj1)
     # the same lattices: every image's vertices, Gaussian first
     assert counts[1] == sum(o[0].vertices for o in ops)
     assert counts[0] - counts[1] == sum(o[1].vertices for o in ops)
@@ -143,9 +149,9 @@ def test_emulated_buffers_follow_the_real_lattice(emulator):
     flat = np.full((1, 24, 32, 3), 90, np.uint8)
     _, _, small = emulated_filter(emulator, flat, params, x, None, adjoint=False)
     _, _, big = emulated_filter(emulator, _images("noise", 1, 24, 32, 0), params, x, None, adjoint=False)
-    assert small[3:5] == big[3:5]  # scratch and fixed: sized by the entries, the same for both
+    assert small[3:6] == big[3:6]  # work, scratch and fixed: sized by the entries, the same for both
     assert big[0] > 3 * small[0]
-    assert big[5] > 2 * small[5] and big[7] > 2 * small[7]  # vertex and apply tmp bytes follow M
+    assert big[6] > 2 * small[6] and big[8] > 2 * small[8]  # vertex and apply tmp bytes follow M
 
 
 @pytest.mark.parametrize("adjoint", [False, True])
@@ -159,7 +165,7 @@ def test_emulated_label_passes_give_the_same_bits(emulator, adjoint):
     whole = emulated_filter(emulator, images, params, x0, x1, adjoint)
     passes = emulated_filter(emulator, images, params, x0, x1, adjoint, vals_budget=1)
     assert np.array_equal(whole[0], passes[0]) and np.array_equal(whole[1], passes[1])
-    assert 3 * passes[2][7] < whole[2][7] + 3 * 256 * 4  # a third of the tmp, up to alignment
+    assert 3 * passes[2][8] < whole[2][8] + 3 * 256 * 4  # a third of the tmp, up to alignment
 
 
 def test_emulated_filter_rejects_sigmas_too_small(emulator):

@@ -29,23 +29,26 @@ void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const flo
 // The CRF layer's lattice filter of a batch (cuda/lattice_op.cuh): the Gaussian and bilateral lattices of b
 // (h, w, 3) uint8 images, then both terms' normalised filters and their adjoints on (b, h * w, c) float32 rows.
 // The caller owns the device memory (sizes below) and calls, in order: build_vertices (queues the first half of
-// the build on `stream` and waits for the vertex counts: one small read-back), build_finish (scratch and the
-// build's tmp may be freed after it in stream order), then apply any number of times. Throws
+// the build on `stream` and waits for the vertex counts: one small read-back; work may be freed after it),
+// build_finish (scratch and the build's tmp may be freed after it, in stream order), then apply any number of
+// times (fixed and vertex kept until the last). Throws
 // std::invalid_argument on bad sizes, parameters, pointers or order of calls.
 class LatticeOpCuda {
  public:
   LatticeOpCuda(int64_t b, int64_t h, int64_t w, float gaussian_sxy, float bilateral_sxy, float bilateral_srgb,
                 int device);
   ~LatticeOpCuda();
+  size_t work_bytes() const;
   size_t scratch_bytes() const;
-  size_t fixed_bytes() const;  // kept with vertex for every apply
-  void build_vertices(const uint8_t* rgb, void* scratch, void* fixed, void* stream);
+  size_t fixed_bytes() const;
+  void build_vertices(const uint8_t* rgb, void* work, void* scratch, void* fixed, void* stream);
   size_t vertex_bytes() const;
   size_t build_tmp_bytes() const;
   void build_finish(void* vertex, void* tmp, void* stream);
   size_t apply_bytes(int c, bool two_inputs) const;
   // out0 <- the Gaussian filter of in0, out1 <- the bilateral filter of in1 (adjoint: their transposes); rows
-  // of c values at strides ld_in and ld_out; in1 == in0 shares one input (tmp then apply_bytes(c, false)).
+  // of c values at strides ld_in and ld_out; in1 == in0 shares one input (tmp then apply_bytes(c, false));
+  // out1 == out0 writes the two terms' sum.
   void apply(const float* in0, const float* in1, int64_t ld_in, float* out0, float* out1, int64_t ld_out, int c,
              bool adjoint, void* tmp, size_t tmp_bytes, void* stream);
   int64_t vertices() const;           // both lattices, all images

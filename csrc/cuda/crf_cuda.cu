@@ -350,14 +350,16 @@ LatticeOpCuda::LatticeOpCuda(int64_t b, int64_t h, int64_t w, float gaussian_sxy
 }
 LatticeOpCuda::~LatticeOpCuda() = default;
 
+size_t LatticeOpCuda::work_bytes() const { return cuda::work_bytes(impl_->st); }
 size_t LatticeOpCuda::scratch_bytes() const { return cuda::scratch_bytes(impl_->st); }
 size_t LatticeOpCuda::fixed_bytes() const { return cuda::fixed_bytes(impl_->st); }
 
-void LatticeOpCuda::build_vertices(const uint8_t* rgb, void* scratch, void* fixed, void* stream) {
+void LatticeOpCuda::build_vertices(const uint8_t* rgb, void* work, void* scratch, void* fixed, void* stream) {
   Impl& im = *impl_;
   require_stage(im.stage, 0, "build_vertices");
   DeviceGuard guard(im.device);
   check_pointer(rgb, im.device, "image", kOpName);
+  check_pointer(work, im.device, "work", kOpName);
   check_pointer(scratch, im.device, "scratch", kOpName);
   check_pointer(fixed, im.device, "fixed", kOpName);
   cudaStream_t st = (cudaStream_t)stream;
@@ -366,6 +368,7 @@ void LatticeOpCuda::build_vertices(const uint8_t* rgb, void* scratch, void* fixe
   if (cap != cudaStreamCaptureStatusNone)
     throw std::invalid_argument("CUDA lattice filter: the build reads the vertex count back, which a stream "
                                 "being captured into a CUDA graph cannot do");
+  carve_work(im.st, work);
   carve_scratch(im.st, scratch);
   carve_fixed(im.st, fixed);
   CudaExec ex{st, sm_count(im.device), im.st.bf.cub_temp, im.st.cub_bytes};

@@ -1,8 +1,9 @@
 // The CRF layer's CUDA lattice filter (cuda/lattice_op.cuh) run by the host emulation, as a program
 // (tests/test_crf_layer_cuda.py builds it with g++): argv B H W c gaussian_sxy bilateral_sxy bilateral_srgb
-// adjoint rgb.bin in0.bin in1.bin out0.bin out1.bin [vals_budget], each in/out (B, H*W, c) float32 (in1 = in0's
-// path: one shared input, as the layer's forward passes it; vals_budget: bytes per apply pass); prints M M0 pieces and the scratch, fixed, vertex, build-tmp
-// and apply-tmp bytes; exit 4 with the error on stderr.
+// adjoint rgb.bin in0.bin in1.bin out0.bin out1.bin [vals_budget]; each in/out is (B, H*W, c) float32; in1 =
+// in0's path: one shared input (the layer's forward); out1 = out0's path: one output, the sum (the layer's
+// adjoint); vals_budget: bytes of vertex values per apply pass. Prints M M0 pieces and the work, scratch,
+// fixed, vertex, build-tmp and apply-tmp bytes; exit 4 with the error on stderr.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
   const long B = atol(argv[1]), H = atol(argv[2]), W = atol(argv[3]);
   const int c = atoi(argv[4]);
   const bool adjoint = atoi(argv[8]) != 0, shared = std::string(argv[10]) == argv[11];
+  const bool summed = std::string(argv[12]) == argv[13];
   const size_t nv = (size_t)(B * H * W * c), nr = (size_t)(B * H * W * 3);
   std::vector<float> in0(nv), in1(nv), out0(nv, -7.0f), out1(nv, -7.0f);
   std::vector<uint8_t> rgb(nr);
@@ -48,26 +50,28 @@ int main(int argc, char** argv) {
   try {
     LatticeOpState st = make_lattice_op(B, H, W, (float)atof(argv[5]), (float)atof(argv[6]), (float)atof(argv[7]));
     if (argc == 15) st.vals_budget = (size_t)atoll(argv[14]);
-    HostBuffer scratch(scratch_bytes(st)), fixed(fixed_bytes(st));
+    HostBuffer work(work_bytes(st)), scratch(scratch_bytes(st)), fixed(fixed_bytes(st));
+    carve_work(st, work.p);
     carve_scratch(st, scratch.p);
     carve_fixed(st, fixed.p);
     HostExec ex;
     lattice_op_build_vertices(ex, st, rgb.data());
     set_counts(st, st.bf.counts);  // the read-back
+    std::memset(work.mem.data(), 0x7F, work.mem.size() * 8);  // freed by the caller here: poison it
     HostBuffer vertex(vertex_bytes(st)), build_tmp(build_tmp_bytes(st));
     carve_vertex(st, vertex.p);
     lattice_op_build_finish(ex, st, build_tmp.p);
     const size_t apply_bytes = apply_tmp_bytes(st, c, !shared);
     HostBuffer tmp(apply_bytes);
-    lattice_op_apply(ex, st, in0.data(), shared ? in0.data() : in1.data(), c, out0.data(), out1.data(), c, c,
-                     adjoint, tmp.p);
-    std::printf("%d %d %d %zu %zu %zu %zu %zu\n", st.m, st.m0, st.pieces, scratch_bytes(st), fixed_bytes(st),
-                vertex_bytes(st), build_tmp_bytes(st), apply_bytes);
+    lattice_op_apply(ex, st, in0.data(), shared ? in0.data() : in1.data(), c, out0.data(),
+                     summed ? out0.data() : out1.data(), c, c, adjoint, tmp.p);
+    std::printf("%d %d %d %zu %zu %zu %zu %zu %zu\n", st.m, st.m0, st.pieces, work_bytes(st), scratch_bytes(st),
+                fixed_bytes(st), vertex_bytes(st), build_tmp_bytes(st), apply_bytes);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 4;
   }
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < (summed ? 1 : 2); ++k) {
     FILE* f = std::fopen(argv[12 + k], "wb");
     if (!f) return 3;
     std::fwrite((k ? out1 : out0).data(), 4, nv, f);

@@ -5,14 +5,15 @@
 // Rows are pixel-major, (B, N, c) with a row stride: the kernels keep a pixel's labels together in float4
 // groups (a splat gathers one row per entry, a slice writes one row per pixel), so this layout is theirs.
 //
-// Memory comes from the caller in four buffers, each sized from the real lattice where it can be:
-//   scratch  the build's work arrays (sized by the entry count: the vertex count is not known yet)
+// Memory comes from the caller in five buffers, each sized from the real lattice where it can be:
+//   work     the first build step's arrays (sized by the entry count: the vertex count is not known yet)
+//   scratch  the arrays both build steps use (sized by the entry count)
 //   fixed    per entry: its vertex and slice weight, per sorted position its pixel and splat weight; counts
 //   vertex   per vertex: blur neighbours, first piece; per piece: first sorted position (sized by M, pieces)
 //   tmp      the vertex values of one filter (build: the ones pass; apply: c labels, in passes of as many
 //            float4 groups as fit vals_budget: each (vertex, group) is computed alone, so the same bits)
-// Build: build_vertices, read the counts back (one small read-back), build_finish; scratch and the build's
-// tmp can then go. fixed and vertex are the lattice, kept for every apply (forward and backward).
+// Build: build_vertices (work can go after it), read the counts back (one small read-back), build_finish
+// (scratch and the build's tmp can go after it). fixed and vertex are the lattice, kept for every apply (forward and backward).
 #pragma once
 
 #include <math.h>
@@ -61,7 +62,8 @@ struct PackRows {
 };
 
 // Per (pixel, group): each lattice's slice, alpha * sum_r w_r vals[v_r] (the CPU's slice_pixel order), with
-// w the normalised splat weights (splat and slice are each other's transpose); c values, stride ld.
+// w the normalised splat weights (splat and slice are each other's transpose); c values, stride ld. With
+// out1 == out0 the two slices' sum (the layer's adjoint: the gradient of an input both terms filtered).
 struct SliceRows {
   const int32_t* ev;
   const float* swe;
@@ -74,20 +76,33 @@ struct SliceRows {
   float alpha0, alpha1;
 
   template <int D>
-  PYSEG_HD PYSEG_INLINE void one(int64_t p, int g, int64_t e0, const F4* vals, float alpha, float* out) const {
+  PYSEG_HD PYSEG_INLINE void one(int g, int64_t e0, const F4* vals, float alpha, float* a) const {
     int32_t v[D + 1];
     float w[D + 1];
     load_entries<D + 1>(ev, swe, e0, v, w);
     F4 acc = f4_zero();
     for (int r = 0; r <= D; ++r) f4_fma(acc, w[r], vals[(int64_t)v[r] * G + g]);
-    const float a[4] = {acc.x, acc.y, acc.z, acc.w};
-    for (int t = 0; t < 4 && 4 * g + t < c; ++t) out[p * ld + 4 * g + t] = a[t] * alpha;
+    a[0] = acc.x * alpha;
+    a[1] = acc.y * alpha;
+    a[2] = acc.z * alpha;
+    a[3] = acc.w * alpha;
   }
   PYSEG_HD void operator()(int64_t i) const {
     const int64_t p = i / G;
     const int g = (int)(i - p * G);
-    one<kDim0>(p, g, p * (kDim0 + 1), vals_l0, alpha0, out0);
-    one<kDim1>(p, g, E0 + p * (kDim1 + 1), vals_l1, alpha1, out1);
+    float a0[4], a1[4];
+    one<kDim0>(g, p * (kDim0 + 1), vals_l0, alpha0, a0);
+    one<kDim1>(g, E0 + p * (kDim1 + 1), vals_l1, alpha1, a1);
+    float* o0 = out0 + p * ld + 4 * g;
+    float* o1 = out1 + p * ld + 4 * g;
+    for (int t = 0; t < 4 && 4 * g + t < c; ++t) {
+      if (out1 == out0) {
+        o0[t] = a0[t] + a1[t];
+      } else {
+        o0[t] = a0[t];
+        o1[t] = a1[t];
+      }
+    }
   }
 };
 
@@ -125,26 +140,32 @@ inline LatticeOpState make_lattice_op(int64_t b, int64_t h, int64_t w, float gau
 }
 
 // Each carve_* returns its buffer's size and, with a base, points the state's arrays into it.
+inline size_t carve_work(LatticeOpState& st, void* base) {
+  const int64_t E = st.s.E;
+  Carve cv{(char*)base};
+  Buffers& bf = st.bf;
+  bf.entry_slot = cv.take<int32_t>(E);
+  bf.entry_key = cv.take<int32_t>(E);
+  bf.entry_idx = cv.take<int32_t>(E);
+  bf.sorted_key = cv.take<int32_t>(E);
+  bf.flags = cv.take<int32_t>(E);
+  bf.vid = cv.take<int32_t>(E);
+  bf.vstart = cv.take<int32_t>(E + 1);
+  bf.cub_temp = cv.take<char>((int64_t)st.cub_bytes);
+  return cv.used;
+}
+
 inline size_t carve_scratch(LatticeOpState& st, void* base) {
   const int64_t P = st.s.P, E = st.s.E;
   Carve cv{(char*)base};
   Buffers& bf = st.bf;
   bf.pdat = cv.take<int32_t>(P * (kDim0 + 1 + kDim1 + 1));
   bf.bary = cv.take<float>(E);
-  bf.entry_slot = cv.take<int32_t>(E);
-  bf.entry_key = cv.take<int32_t>(E);
-  bf.entry_idx = cv.take<int32_t>(E);
-  bf.sorted_key = cv.take<int32_t>(E);
   bf.sorted_entry = cv.take<int32_t>(E);
-  bf.flags = cv.take<int32_t>(E);
-  bf.vid = cv.take<int32_t>(E);
   bf.table = cv.take<int32_t>(st.s.C);
-  bf.vstart = cv.take<int32_t>(E + 1);
   bf.vowner = cv.take<int32_t>(E);
   bf.vpiece = cv.take<int32_t>(E + 1);
   bf.pstart = cv.take<int32_t>(E + 1);
-  bf.lw = cv.take<float>(E);
-  bf.cub_temp = cv.take<char>((int64_t)st.cub_bytes);
   st.vpiece_a = bf.vpiece;
   st.pstart_a = bf.pstart;
   return cv.used;
@@ -157,11 +178,16 @@ inline size_t carve_fixed(LatticeOpState& st, void* base) {
   st.bf.swe = cv.take<float>(E);
   st.bf.spix = cv.take<int32_t>(E);
   st.bf.sws = cv.take<float>(E);
+  st.bf.lw = st.bf.sws;  // NormWeights' slice weights, unused here: written before SortedWeights fills sws
   st.bf.counts = cv.take<int32_t>(4);
   return cv.used;
 }
 
 // The buffer sizes, without touching the state's pointers.
+inline size_t work_bytes(const LatticeOpState& st) {
+  LatticeOpState t = st;
+  return carve_work(t, nullptr);
+}
 inline size_t scratch_bytes(const LatticeOpState& st) {
   LatticeOpState t = st;
   return carve_scratch(t, nullptr);
@@ -241,6 +267,8 @@ void lattice_op_build_finish(Exec& ex, LatticeOpState& st, void* tmp) {
   ex.for_n("copy_vpiece", CopyI32{st.vpiece_a, st.bf.vpiece}, (int64_t)st.m + 1);
   ex.for_n("copy_pstart", CopyI32{st.pstart_a, st.bf.pstart}, (int64_t)st.pieces + 1);
   Buffers bf = st.bf;
+  bf.entry_slot = bf.entry_key = bf.entry_idx = bf.sorted_key = bf.flags = bf.vid = bf.vstart = nullptr;  // work
+  bf.cub_temp = nullptr;
   Carve cv{(char*)tmp};
   carve_vals(st, bf, cv, 1);
   build_normalisation(ex, st.s, st.prm, bf);
@@ -258,7 +286,8 @@ void lattice_op_build_finish(Exec& ex, LatticeOpState& st, void* tmp) {
 }
 
 // out0 (B, N, c) <- the Gaussian filter of in0, out1 <- the bilateral filter of in1 (rows of stride ld_in and
-// ld_out); adjoint: their transposes. in1 may equal in0 (then tmp needs apply_tmp_bytes(c, false)).
+// ld_out); adjoint: their transposes. in1 may equal in0 (then tmp needs apply_tmp_bytes(c, false)); out1 may
+// equal out0 (the sum of both).
 template <class Exec>
 void lattice_op_apply(Exec& ex, const LatticeOpState& st, const float* in0, const float* in1, int64_t ld_in,
                       float* out0, float* out1, int64_t ld_out, int c, bool adjoint, void* tmp) {

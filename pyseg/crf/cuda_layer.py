@@ -40,9 +40,12 @@ class CudaLatticeFilters:
                                            float(params.bilateral_srgb), index)
         with torch.cuda.device(index):
             stream = torch.cuda.current_stream().cuda_stream
-            scratch, self._fixed = _bytes(self._op.scratch_bytes, self.device), _bytes(self._op.fixed_bytes,
-                                                                                       self.device)
-            self._op.build_vertices(images.data_ptr(), scratch.data_ptr(), self._fixed.data_ptr(), stream)
+            work, scratch, self._fixed = (_bytes(n, self.device) for n in (self._op.work_bytes,
+                                                                           self._op.scratch_bytes,
+                                                                           self._op.fixed_bytes))
+            self._op.build_vertices(images.data_ptr(), work.data_ptr(), scratch.data_ptr(), self._fixed.data_ptr(),
+                                    stream)
+            del work  # back to the allocator before the vertex buffers are taken (stream-ordered reuse)
             self._vertex = _bytes(self._op.vertex_bytes, self.device)
             tmp = _bytes(self._op.build_tmp_bytes, self.device)
             self._op.build_finish(self._vertex.data_ptr(), tmp.data_ptr(), stream)
@@ -81,6 +84,6 @@ class CudaLatticeFilters:
         """The transpose of :meth:`apply`: g (B, N, 2, c) -> (B, N, c), the sum of each term's adjoint."""
         c = int(g.shape[-1]) if isinstance(g, torch.Tensor) and g.dim() else 0
         g = self._check(g, (*self.shape, TERMS, c), "gradient")
-        out = torch.empty(TERMS, *self.shape, c, dtype=torch.float32, device=self.device)
-        self._run(g.data_ptr(), g.data_ptr() + 4 * c, TERMS * c, out[0].data_ptr(), out[1].data_ptr(), c, c, True)
-        return out[0] + out[1]
+        out = torch.empty(*self.shape, c, dtype=torch.float32, device=self.device)
+        self._run(g.data_ptr(), g.data_ptr() + 4 * c, TERMS * c, out.data_ptr(), out.data_ptr(), c, c, True)
+        return out
