@@ -313,7 +313,8 @@ def test_cuda_layer_makes_no_host_round_trip(monkeypatch):
     images = torch.from_numpy(_images("natural", 2, 48, 64, 0)).cuda()
     x = torch.randn(2, 6, 48, 64, device="cuda", requires_grad=True)
     torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
         layer(x, images).square().sum().backward()
         torch.cuda.synchronize()
     names = [e.name for e in prof.events()]
