@@ -37,7 +37,8 @@ if [ $SMOKE -eq 0 ]; then
   (cd "$ROOT" && PYSEG_CUDA=ON PYSEG_CUDA_ARCHITECTURES=$ARCH timeout 400 $PY -m pip install --no-build-isolation \
     --no-deps -v . > "$LOG/pip_install.txt" 2>&1)
   rc=$?; grep -E "pyseg: CUDA module|rror" "$LOG/pip_install.txt" | head -20; record "pip install (sm_$ARCH)" $rc
-  $PY -c "from pyseg.crf import cuda_backend; ok, why = cuda_backend.status(); print(ok, why); raise SystemExit(0 if ok else 1)"
+  $PY -c "from pyseg.crf import cuda_backend; ok, why = cuda_backend.status(); print(ok, why)
+raise SystemExit(0 if ok else 1)"
   record "CUDA backend usable" $?
 fi
 
@@ -58,8 +59,8 @@ step "benchmarks/crf_layer_speed.py ${BENCH[*]}"
 timeout 300 $PY "$ROOT/benchmarks/crf_layer_speed.py" "${BENCH[@]}" --json "$LOG/layer_speed.json"
 record "benchmarks/crf_layer_speed.py ${BENCH[*]}" $?
 if [ $SMOKE -eq 0 ]; then
-  $PY -c "import json, sys; m = json.load(open(sys.argv[1]))['memory']; raise SystemExit(0 if m[\"within the issue's 1 GiB\"] else 1)" \
-    "$LOG/layer_speed.json"
+  $PY -c "import json, sys; m = json.load(open(sys.argv[1]))['memory']
+raise SystemExit(0 if m[\"within the issue's 1 GiB\"] else 1)" "$LOG/layer_speed.json"
   record "layer peak extra memory within 1 GiB (batch 16, 256x256, 11 labels, 5 iterations)" $?
 fi
 

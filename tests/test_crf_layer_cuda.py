@@ -346,4 +346,4 @@ def test_cuda_layer_deterministic_mixed_devices_and_autocast():
         layer(x, images.cpu())
     with torch.autocast("cuda", dtype=torch.float16):
         half = layer(x.half(), images)
-    assert half.dtype == torch.float16 and float((half.float() - runs[0][0]).abs().max()) < 1e-2
+    assert half.dtype == torch.float16 and float((half.float() - runs[0][0]).abs().max()) < 5e-2
