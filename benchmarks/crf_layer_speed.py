@@ -6,9 +6,11 @@
 
 Times, in interleaved rounds after a warm-up: the layer's forward, its forward + backward (a cross-entropy
 loss on the refined logits), and one training step of ``--model`` (forward, cross-entropy, backward, Adam)
-on random images. Prints the medians and the layer's share of a step; ``--json FILE`` writes them. On
-CUDA the layer filters on the CPU (its CUDA filter is not written yet), so its time includes the copies.
-Nothing is downloaded (random weights); not part of the tests.
+on random images. Prints the medians and the layer's share of a step; ``--json FILE`` writes them. On CUDA
+also the layer's peak extra memory over forward + backward (torch.cuda.max_memory_allocated above what was
+allocated before; the issue's target is 1 GiB at batch 16, 256x256, 11 labels, 5 iterations) and the size
+of its lattices (vertices per pixel, bytes kept). Nothing is downloaded (random weights); not part of the
+tests.
 """
 
 from __future__ import annotations
@@ -25,6 +27,24 @@ import torch.nn.functional as F
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _layer_memory(layer_backward, images, params, device) -> dict:
+    """The layer's peak extra CUDA memory over one forward + backward, and its lattices' size."""
+    from pyseg.crf.cuda_layer import CudaLatticeFilters
+
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    layer_backward()
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    f = CudaLatticeFilters(images, params)
+    pixels = images.shape[0] * images.shape[1] * images.shape[2]
+    return {"layer peak extra memory, forward + backward (MiB)": round(peak / 2**20, 1),
+            "within the issue's 1 GiB": peak <= 2**30,
+            "lattice vertices per pixel (Gaussian, bilateral)": [round(v / pixels, 3) for v in f.vertices],
+            "lattice bytes kept (MiB)": round(f.kept_bytes / 2**20, 1)}
 
 
 def main(argv=None) -> int:
@@ -58,7 +78,7 @@ def main(argv=None) -> int:
     low = torch.nn.functional.interpolate(torch.rand(b, 3, 6, 6) * 255, size=(s, s), mode="bilinear",
                                           align_corners=False)
     images = (low + 4 * torch.randn(b, 3, s, s)).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-    images = images.contiguous()
+    images = images.contiguous().to(device)
     x = ((images.permute(0, 3, 1, 2).float() / 255 - 0.45) / 0.225).to(device)
     target = torch.randint(0, n, (b, s, s), device=device)
     logits = torch.randn(b, n, s, s, device=device)
@@ -92,16 +112,20 @@ def main(argv=None) -> int:
             _sync(device)
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
+    memory = _layer_memory(layer_backward, images, layer.params, device) if device.type == "cuda" else {}
     step = med[f"{args.model} training step"]
     print(f"batch {b} at {s}x{s}, {n} labels, {args.iterations} iterations ({args.preset}), {device}, "
           f"{torch.get_num_threads()} torch thread(s), median of {args.rounds} rounds")
     print(f"{'case':40s} {'ms':>10s} {'of a step':>10s}")
     for k, v in med.items():
         print(f"{k:40s} {1000 * v:10.1f} {100 * v / step:9.1f}%")
+    for k, v in memory.items():
+        print(f"{k}: {v}")
     if args.json:
         from pyseg.fileio import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps({"args": vars(args), "median_s": med, "rounds_s": times}, indent=1))
+        atomic_write_text(args.json, json.dumps({"args": vars(args), "median_s": med, "rounds_s": times,
+                                                 "memory": memory}, indent=1))
     return 0
 
 

@@ -33,6 +33,33 @@ std::size_t workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w, int
   return pyseg::cuda::dense_crf_workspace_bytes(b, labels, h, w, device);
 }
 
+// The CRF layer's lattice filter (pyseg.crf.cuda_layer owns its memory as torch tensors).
+class PyLatticeOp {
+ public:
+  PyLatticeOp(int64_t b, int64_t h, int64_t w, float gaussian_sxy, float bilateral_sxy, float bilateral_srgb,
+              int device)
+      : op_(b, h, w, gaussian_sxy, bilateral_sxy, bilateral_srgb, device) {}
+  void build_vertices(std::uintptr_t rgb, std::uintptr_t work, std::uintptr_t scratch, std::uintptr_t fixed,
+                      std::uintptr_t stream) {
+    py::gil_scoped_release release;  // waits for the GPU (the vertex counts)
+    op_.build_vertices(reinterpret_cast<const uint8_t*>(rgb), reinterpret_cast<void*>(work),
+                       reinterpret_cast<void*>(scratch), reinterpret_cast<void*>(fixed),
+                       reinterpret_cast<void*>(stream));
+  }
+  void build_finish(std::uintptr_t vertex, std::uintptr_t tmp, std::uintptr_t stream) {
+    py::gil_scoped_release release;
+    op_.build_finish(reinterpret_cast<void*>(vertex), reinterpret_cast<void*>(tmp), reinterpret_cast<void*>(stream));
+  }
+  void apply(std::uintptr_t in0, std::uintptr_t in1, int64_t ld_in, std::uintptr_t out0, std::uintptr_t out1,
+             int64_t ld_out, int c, bool adjoint, std::uintptr_t tmp, std::size_t tmp_bytes, std::uintptr_t stream) {
+    py::gil_scoped_release release;
+    op_.apply(reinterpret_cast<const float*>(in0), reinterpret_cast<const float*>(in1), ld_in,
+              reinterpret_cast<float*>(out0), reinterpret_cast<float*>(out1), ld_out, c, adjoint,
+              reinterpret_cast<void*>(tmp), tmp_bytes, reinterpret_cast<void*>(stream));
+  }
+  pyseg::cuda::LatticeOpCuda op_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_crf_cuda, m) {
@@ -46,5 +73,26 @@ PYBIND11_MODULE(_crf_cuda, m) {
         "bytes, 256-byte aligned.");
   m.def("workspace_bytes", &workspace_bytes, py::arg("b"), py::arg("labels"), py::arg("h"), py::arg("w"),
         py::arg("device"), "Device scratch bytes one dense_crf call needs for these shapes.");
+  py::class_<PyLatticeOp>(m, "LatticeOp",
+                          "Both pairwise terms' lattice filters of a batch on the GPU, forward and adjoint "
+                          "(pyseg.crf.cuda_layer); device pointers as integers, memory owned by the caller.")
+      .def(py::init<int64_t, int64_t, int64_t, float, float, float, int>(), py::arg("b"), py::arg("h"), py::arg("w"),
+           py::arg("gaussian_sxy"), py::arg("bilateral_sxy"), py::arg("bilateral_srgb"), py::arg("device"))
+      .def_property_readonly("work_bytes", [](const PyLatticeOp& o) { return o.op_.work_bytes(); })
+      .def_property_readonly("scratch_bytes", [](const PyLatticeOp& o) { return o.op_.scratch_bytes(); })
+      .def_property_readonly("fixed_bytes", [](const PyLatticeOp& o) { return o.op_.fixed_bytes(); })
+      .def_property_readonly("vertex_bytes", [](const PyLatticeOp& o) { return o.op_.vertex_bytes(); })
+      .def_property_readonly("build_tmp_bytes", [](const PyLatticeOp& o) { return o.op_.build_tmp_bytes(); })
+      .def("apply_bytes", [](const PyLatticeOp& o, int c, bool two) { return o.op_.apply_bytes(c, two); },
+           py::arg("c"), py::arg("two_inputs"))
+      .def("build_vertices", &PyLatticeOp::build_vertices, py::arg("image"), py::arg("work"), py::arg("scratch"),
+           py::arg("fixed"), py::arg("stream"))
+      .def("build_finish", &PyLatticeOp::build_finish, py::arg("vertex"), py::arg("tmp"), py::arg("stream"))
+      .def("apply", &PyLatticeOp::apply, py::arg("in0"), py::arg("in1"), py::arg("ld_in"), py::arg("out0"),
+           py::arg("out1"), py::arg("ld_out"), py::arg("c"), py::arg("adjoint"), py::arg("tmp"), py::arg("tmp_bytes"),
+           py::arg("stream"))
+      .def_property_readonly("vertices", [](const PyLatticeOp& o) { return o.op_.vertices(); })
+      .def_property_readonly("gaussian_vertices", [](const PyLatticeOp& o) { return o.op_.gaussian_vertices(); })
+      .def_property_readonly("pieces", [](const PyLatticeOp& o) { return o.op_.pieces(); });
   m.def("device_sm_count", &pyseg::cuda::device_sm_count, py::arg("device"));
 }

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_host_emulator(main_cpp: Path, out_dir: Path, flags=()) -> Path | None:
+    """A program running the CUDA code's host emulation (csrc/cuda/host_exec.cuh), built with g++ from
+    main_cpp into out_dir with extra compiler flags (e.g. sanitizers); None without a C++ compiler."""
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if cxx is None:
+        return None
+    exe = out_dir / main_cpp.stem
+    r = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", *flags,
+                        f"-I{REPO / 'csrc'}", str(main_cpp), "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return exe
 
 
 def smooth_image(h: int, w: int, seed: int = 0, periods=(7.0, 5.0, 11.0), noise: float = 6.0) -> np.ndarray:

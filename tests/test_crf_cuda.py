@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import edged_image, natural_crop
+from helpers import build_host_emulator, edged_image, natural_crop
 
 from pyseg.crf import reference as ref
 from pyseg.crf.params import CRFParams
@@ -33,14 +33,10 @@ SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefi
                    "-g"]
 
 
-def build_host_program(tmp_path_factory, name: str, source: Path, flags: list[str]) -> Path:
-    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
-    if cxx is None:
+def build_host_program(tmp_path_factory, name: str, source: Path, flags) -> Path:
+    exe = build_host_emulator(source, tmp_path_factory.mktemp(name), flags)
+    if exe is None:
         pytest.skip("no C++ compiler for the host emulation of the CUDA pipeline")
-    exe = tmp_path_factory.mktemp(name) / name
-    r = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", *flags, f"-I{REPO / 'csrc'}",
-                        str(source), "-o", str(exe)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
     return exe
 
 

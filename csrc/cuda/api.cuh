@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <memory>
+
 #include "crf/params.h"
 
 namespace pyseg {
@@ -23,6 +25,40 @@ size_t dense_crf_workspace_bytes(int64_t b, int64_t labels, int64_t h, int64_t w
 void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const float* probs, const uint8_t* rgb,
                       const crf::ImageParams& prm, int iterations, float* out, void* workspace,
                       size_t workspace_bytes, void* stream, int device);
+
+// The CRF layer's lattice filter of a batch (cuda/lattice_op.cuh): the Gaussian and bilateral lattices of b
+// (h, w, 3) uint8 images, then both terms' normalised filters and their adjoints on (b, h * w, c) float32 rows.
+// The caller owns the device memory (sizes below) and calls, in order: build_vertices (queues the first half of
+// the build on `stream` and waits for the vertex counts: one small read-back; work may be freed after it),
+// build_finish (scratch and the build's tmp may be freed after it, in stream order), then apply any number of
+// times (fixed and vertex kept until the last). Throws
+// std::invalid_argument on bad sizes, parameters, pointers or order of calls.
+class LatticeOpCuda {
+ public:
+  LatticeOpCuda(int64_t b, int64_t h, int64_t w, float gaussian_sxy, float bilateral_sxy, float bilateral_srgb,
+                int device);
+  ~LatticeOpCuda();
+  size_t work_bytes() const;
+  size_t scratch_bytes() const;
+  size_t fixed_bytes() const;
+  void build_vertices(const uint8_t* rgb, void* work, void* scratch, void* fixed, void* stream);
+  size_t vertex_bytes() const;
+  size_t build_tmp_bytes() const;
+  void build_finish(void* vertex, void* tmp, void* stream);
+  size_t apply_bytes(int c, bool two_inputs) const;
+  // out0 <- the Gaussian filter of in0, out1 <- the bilateral filter of in1 (adjoint: their transposes); rows
+  // of c values at strides ld_in and ld_out; in1 == in0 shares one input (tmp then apply_bytes(c, false));
+  // out1 == out0 writes the two terms' sum.
+  void apply(const float* in0, const float* in1, int64_t ld_in, float* out0, float* out1, int64_t ld_out, int c,
+             bool adjoint, void* tmp, size_t tmp_bytes, void* stream);
+  int64_t vertices() const;           // both lattices, all images
+  int64_t gaussian_vertices() const;  // lattice 0's
+  int64_t pieces() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Multiprocessor count and name of a device (for diagnostics); throws on a CUDA error.
 int device_sm_count(int device);

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "cuda/api.cuh"
+#include "cuda/lattice_op.cuh"
 #include "cuda/layout.cuh"
 #include "cuda/pipeline.cuh"
 #include "switches.h"
@@ -135,19 +136,19 @@ int sm_count(int device) {
 }
 
 // The pointer must be device memory of `device` (or managed memory usable there).
-void check_pointer(const void* p, int device, const char* what) {
-  if (p == nullptr) throw std::invalid_argument(std::string("dense_crf_cuda: ") + what + " is a null pointer");
+void check_pointer(const void* p, int device, const char* what, const char* who = "dense_crf_cuda") {
+  if (p == nullptr) throw std::invalid_argument(std::string(who) + ": " + what + " is a null pointer");
   cudaPointerAttributes attr;
   const cudaError_t err = cudaPointerGetAttributes(&attr, p);
   if (err != cudaSuccess) {
     cudaGetLastError();  // clear the sticky-free error state of this query
-    throw std::invalid_argument(std::string("dense_crf_cuda: ") + what + " is not a CUDA pointer (" +
+    throw std::invalid_argument(std::string(who) + ": " + what + " is not a CUDA pointer (" +
                                 cudaGetErrorString(err) + ")");
   }
   if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
-    throw std::invalid_argument(std::string("dense_crf_cuda: ") + what + " is not device memory");
+    throw std::invalid_argument(std::string(who) + ": " + what + " is not device memory");
   if (attr.type == cudaMemoryTypeDevice && attr.device != device)
-    throw std::invalid_argument(std::string("dense_crf_cuda: ") + what + " is on cuda:" +
+    throw std::invalid_argument(std::string(who) + ": " + what + " is on cuda:" +
                                 std::to_string(attr.device) + ", expected cuda:" + std::to_string(device));
 }
 
@@ -316,6 +317,120 @@ void dense_crf_images(int64_t b, int64_t labels, int64_t h, int64_t w, const flo
   std::memcpy(key.prm, fp, sizeof(fp));
   if (!run_as_graph(key, probs, rgb, out, (cudaStream_t)stream, run)) run((cudaStream_t)stream);
 }
+
+// ------------------------------------------------------------------------------------- the layer's filter
+struct LatticeOpCuda::Impl {
+  LatticeOpState st;
+  int device;
+  int stage = 0;  // 0 new, 1 counts read back, 2 built
+};
+
+namespace {
+constexpr const char* kOpName = "CUDA lattice filter";
+
+void require_stage(int have, int want, const char* call) {
+  static const char* names[3] = {"the constructor", "build_vertices", "build_finish"};
+  if (have != want)
+    throw std::invalid_argument(std::string("CUDA lattice filter: ") + call + " must follow " + names[want] +
+                                " (and come once)");
+}
+void check_size(const char* what, size_t have, size_t need) {
+  if (have < need)
+    throw std::invalid_argument(std::string("CUDA lattice filter: ") + what + " of " + std::to_string(have) +
+                                " bytes, need " + std::to_string(need));
+}
+}  // namespace
+
+LatticeOpCuda::LatticeOpCuda(int64_t b, int64_t h, int64_t w, float gaussian_sxy, float bilateral_sxy,
+                             float bilateral_srgb, int device)
+    : impl_(new Impl{make_lattice_op(b, h, w, gaussian_sxy, bilateral_sxy, bilateral_srgb), device}) {
+  if (device < 0) throw std::invalid_argument("device index must be >= 0, got " + std::to_string(device));
+  DeviceGuard guard(device);
+  impl_->st.cub_bytes = cub_temp_bytes(impl_->st.s, device);
+}
+LatticeOpCuda::~LatticeOpCuda() = default;
+
+size_t LatticeOpCuda::work_bytes() const { return cuda::work_bytes(impl_->st); }
+size_t LatticeOpCuda::scratch_bytes() const { return cuda::scratch_bytes(impl_->st); }
+size_t LatticeOpCuda::fixed_bytes() const { return cuda::fixed_bytes(impl_->st); }
+
+void LatticeOpCuda::build_vertices(const uint8_t* rgb, void* work, void* scratch, void* fixed, void* stream) {
+  Impl& im = *impl_;
+  require_stage(im.stage, 0, "build_vertices");
+  DeviceGuard guard(im.device);
+  check_pointer(rgb, im.device, "image", kOpName);
+  check_pointer(work, im.device, "work", kOpName);
+  check_pointer(scratch, im.device, "scratch", kOpName);
+  check_pointer(fixed, im.device, "fixed", kOpName);
+  cudaStream_t st = (cudaStream_t)stream;
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(st, &cap), "cudaStreamIsCapturing");
+  if (cap != cudaStreamCaptureStatusNone)
+    throw std::invalid_argument("CUDA lattice filter: the build reads the vertex count back, which a stream "
+                                "being captured into a CUDA graph cannot do");
+  carve_work(im.st, work);
+  carve_scratch(im.st, scratch);
+  carve_fixed(im.st, fixed);
+  CudaExec ex{st, sm_count(im.device), im.st.bf.cub_temp, im.st.cub_bytes};
+  lattice_op_build_vertices(ex, im.st, rgb);
+  int32_t counts[3];
+  check(cudaMemcpyAsync(counts, im.st.bf.counts, sizeof(counts), cudaMemcpyDeviceToHost, st),
+        "cudaMemcpyAsync(vertex counts)");
+  check(cudaStreamSynchronize(st), "cudaStreamSynchronize(vertex counts)");
+  set_counts(im.st, counts);
+  im.stage = 1;
+}
+
+size_t LatticeOpCuda::vertex_bytes() const {
+  require_stage(impl_->stage >= 1 ? 1 : 0, 1, "vertex_bytes");
+  return cuda::vertex_bytes(impl_->st);
+}
+size_t LatticeOpCuda::build_tmp_bytes() const {
+  require_stage(impl_->stage >= 1 ? 1 : 0, 1, "build_tmp_bytes");
+  return cuda::build_tmp_bytes(impl_->st);
+}
+
+void LatticeOpCuda::build_finish(void* vertex, void* tmp, void* stream) {
+  Impl& im = *impl_;
+  require_stage(im.stage, 1, "build_finish");
+  DeviceGuard guard(im.device);
+  check_pointer(vertex, im.device, "vertex", kOpName);
+  check_pointer(tmp, im.device, "tmp", kOpName);
+  carve_vertex(im.st, vertex);
+  CudaExec ex{(cudaStream_t)stream, sm_count(im.device), nullptr, 0};
+  lattice_op_build_finish(ex, im.st, tmp);
+  im.stage = 2;
+}
+
+size_t LatticeOpCuda::apply_bytes(int c, bool two_inputs) const {
+  if (c < 1 || c > kMaxLabels)
+    throw std::invalid_argument("CUDA lattice filter: c must be in 1.." + std::to_string(kMaxLabels) + ", got " +
+                                std::to_string(c));
+  require_stage(impl_->stage >= 1 ? 1 : 0, 1, "apply_bytes");
+  return apply_tmp_bytes(impl_->st, c, two_inputs);
+}
+
+void LatticeOpCuda::apply(const float* in0, const float* in1, int64_t ld_in, float* out0, float* out1,
+                          int64_t ld_out, int c, bool adjoint, void* tmp, size_t tmp_bytes, void* stream) {
+  Impl& im = *impl_;
+  require_stage(im.stage, 2, "apply");
+  if (ld_in < c || ld_out < c)
+    throw std::invalid_argument("CUDA lattice filter: row strides must be >= c = " + std::to_string(c) + ", got " +
+                                std::to_string(ld_in) + " and " + std::to_string(ld_out));
+  check_size("tmp", tmp_bytes, apply_bytes(c, in1 != in0));
+  DeviceGuard guard(im.device);
+  check_pointer(in0, im.device, "in0", kOpName);
+  check_pointer(in1, im.device, "in1", kOpName);
+  check_pointer(out0, im.device, "out0", kOpName);
+  check_pointer(out1, im.device, "out1", kOpName);
+  check_pointer(tmp, im.device, "tmp", kOpName);
+  CudaExec ex{(cudaStream_t)stream, sm_count(im.device), nullptr, 0};
+  lattice_op_apply(ex, im.st, in0, in1, ld_in, out0, out1, ld_out, c, adjoint, tmp);
+}
+
+int64_t LatticeOpCuda::vertices() const { return impl_->st.m; }
+int64_t LatticeOpCuda::gaussian_vertices() const { return impl_->st.m0; }
+int64_t LatticeOpCuda::pieces() const { return impl_->st.pieces; }
 
 }  // namespace cuda
 }  // namespace pyseg

@@ -17,7 +17,8 @@ namespace cuda {
 // depends only on an entry's place in its vertex's run, so results are bitwise the same run to run. The
 // four independent sums keep four rows' loads in flight per thread (against one running sum:
 // benchmarks/NOTES_cuda.md). ONES splats a vector of ones with
-// the barycentric weights (the normalisation pass, G = 1).
+// the barycentric weights (the normalisation pass, G = 1). Lattice 0's entries hold sorted positions
+// [0, E0), lattice 1's the rest: lattice 1 splats q1 (the same as q except in the layer's adjoint).
 template <bool ONES>
 struct SplatPieces {
   const int32_t* pstart;
@@ -26,12 +27,14 @@ struct SplatPieces {
   const float* sws;
   const int32_t* sorted_entry;
   const float* bary;
-  const F4* q;  // P * G
-  F4* partial;  // pieces * G
+  const F4* q;   // P * G, lattice 0's values
+  const F4* q1;  // P * G, lattice 1's values
+  F4* partial;   // pieces * G
   int G;
+  int64_t E0;
   PYSEG_HD int64_t bound() const { return (int64_t)counts[2] * G; }
   // Sum of sub-range `sub` (entries k0 + sub * kSubLen ... , before k1) for group g.
-  PYSEG_HD PYSEG_INLINE F4 sub_sum(int32_t k0, int32_t k1, int sub, int g) const {
+  PYSEG_HD PYSEG_INLINE F4 sub_sum(const F4* qv, int32_t k0, int32_t k1, int sub, int g) const {
     F4 acc = f4_zero();
     const int32_t a = k0 + sub * kSubLen, b = a + kSubLen < k1 ? a + kSubLen : k1;
 PYSEG_UNROLL4
@@ -39,7 +42,7 @@ PYSEG_UNROLL4
       if (ONES) {
         acc.x += bary[sorted_entry[k]];
       } else {
-        f4_fma(acc, sws[k], q[(int64_t)spix[k] * G + g]);
+        f4_fma(acc, sws[k], qv[(int64_t)spix[k] * G + g]);
       }
     }
     return acc;
@@ -48,9 +51,10 @@ PYSEG_UNROLL4
     const int64_t piece = i / G;
     const int g = (int)(i - piece * G);
     const int32_t k0 = pstart[piece], k1 = pstart[piece + 1];
+    const F4* qv = k0 < E0 ? q : q1;
     F4 s[kSubs];
 PYSEG_UNROLL
-    for (int sub = 0; sub < kSubs; ++sub) s[sub] = sub_sum(k0, k1, sub, g);
+    for (int sub = 0; sub < kSubs; ++sub) s[sub] = sub_sum(qv, k0, k1, sub, g);
     f4_add(s[0], s[1]);
     f4_add(s[2], s[3]);
     f4_add(s[0], s[2]);
@@ -77,22 +81,24 @@ PYSEG_UNROLL4
   }
 };
 
-// Blur along axis j: out = in + 0.5 (in[n1] + in[n2]). Axes 0..2 run over both lattices' vertices, axes
-// 3..5 over lattice 1's only (from_m0).
+// Blur along axis j (lattice 1's vertices) and j0 (lattice 0's): out = in + 0.5 (in[n1] + in[n2]). The
+// first 3 steps run over both lattices' vertices, the last 3 over lattice 1's only (from_m0); the forward
+// filter has j0 = j, the adjoint runs each lattice's axes in reverse order.
 struct Blur {
   const int32_t* nbr;
   const int32_t* counts;
   const F4* in;
   F4* out;
-  int G, j;
+  int G, j, j0;
   bool from_m0;
   PYSEG_HD int64_t bound() const { return (int64_t)(counts[0] - (from_m0 ? counts[1] : 0)) * G; }
   PYSEG_HD void operator()(int64_t i) const {
     const int64_t v0 = from_m0 ? counts[1] : 0;
     const int64_t v = v0 + i / G;
     const int g = (int)(i % G);
-    const int32_t a = nbr[(v * kNbrAxes + j) * 2 + 0];
-    const int32_t b = nbr[(v * kNbrAxes + j) * 2 + 1];
+    const int ax = j0 == j || from_m0 || v >= counts[1] ? j : j0;
+    const int32_t a = nbr[(v * kNbrAxes + ax) * 2 + 0];
+    const int32_t b = nbr[(v * kNbrAxes + ax) * 2 + 1];
     F4 s = f4_zero();
     if (a >= 0) f4_add(s, in[(int64_t)a * G + g]);
     if (b >= 0) f4_add(s, in[(int64_t)b * G + g]);

@@ -62,27 +62,29 @@ struct Filtered {
   const F4* l1;
 };
 
-// Filters the values `q` (G groups per pixel) through both lattices: splat (pieces, then their sum per
-// vertex), blur along the 3 + 6 axes.
+// Filters the values through both lattices: splat (pieces, then their sum per vertex), blur along the
+// 3 + 6 axes (each lattice's axes in reverse order for the adjoint). Lattice 0 splats q, lattice 1 q1.
 template <class Exec, bool ONES>
-Filtered filter(Exec& ex, const Sizes& s, const Buffers& bf, const F4* q, int G) {
+Filtered filter(Exec& ex, const Sizes& s, const Buffers& bf, const F4* q, const F4* q1, int G, bool adjoint = false) {
   const int64_t E = s.E;
-  SplatPieces<ONES> sp{bf.pstart, bf.counts, bf.spix, bf.sws, bf.sorted_entry, bf.bary, q, (F4*)bf.vals1, G};
+  SplatPieces<ONES> sp{bf.pstart, bf.counts, bf.spix, bf.sws, bf.sorted_entry, bf.bary, q, q1, (F4*)bf.vals1, G, s.E0};
   ex.for_dev("splat_pieces", sp, E * G);
   SplatReduce sr{bf.vpiece, bf.counts, (const F4*)bf.vals1, (F4*)bf.vals0, G};
   ex.for_dev("splat_reduce", sr, E * G);
-  F4* bufs[2] = {(F4*)bf.vals0, (F4*)bf.vals1};  // axis j reads bufs[j % 2], writes bufs[(j + 1) % 2]
-  for (int j = 0; j <= kDim1; ++j) {
-    Blur bl{bf.nbr, bf.counts, bufs[j % 2], bufs[(j + 1) % 2], G, j, j > kDim0};
+  F4* bufs[2] = {(F4*)bf.vals0, (F4*)bf.vals1};  // step t reads bufs[t % 2], writes bufs[(t + 1) % 2]
+  for (int t = 0; t <= kDim1; ++t) {
+    const int j = adjoint ? kDim1 - t : t, j0 = adjoint ? kDim0 - t : t;
+    Blur bl{bf.nbr, bf.counts, bufs[t % 2], bufs[(t + 1) % 2], G, j, j0, t > kDim0};
     ex.for_dev("blur", bl, E * G);
   }
-  // Axes 3.. touch lattice 1's vertices only: lattice 0 keeps the result of axis kDim0.
+  // Steps 3.. touch lattice 1's vertices only: lattice 0 keeps the result of step kDim0.
   return Filtered{bufs[(kDim0 + 1) % 2], bufs[(kDim1 + 1) % 2]};
 }
 
-// Builds both lattices of the batch: keys, hash, vertices, splat pieces, neighbours, normalisation.
+// Builds both lattices' vertices: keys, hash, vertex numbering, splat pieces, each entry's vertex. Leaves
+// the counts M, M0 and pieces in bf.counts.
 template <class Exec>
-void build_lattices(Exec& ex, const Sizes& s, const crf::ImageParams& prm, const Buffers& bf, const uint8_t* rgb) {
+void build_vertices(Exec& ex, const Sizes& s, const crf::ImageParams& prm, const Buffers& bf, const uint8_t* rgb) {
   const int64_t P = s.P, E = s.E;
   Elevate el{rgb,
              bf.pdat,
@@ -116,11 +118,17 @@ void build_lattices(Exec& ex, const Sizes& s, const crf::ImageParams& prm, const
   ex.inclusive_sum(bf.flags, pid, E);
   ex.for_n("pieces", Pieces{bf.flags, pid, bf.vid, bf.vstart, bf.pstart, bf.vpiece, bf.counts, E}, E);
   ex.for_n("entry_vertex", EntryVertex{bf.entry_slot, bf.table, bf.ev}, E);
-  Neighbours nb{ks0, ks1, bf.table, bf.vowner, bf.counts, bf.nbr, s.cap0, s.cap1};
-  ex.for_dev("neighbours", nb, E);
+}
 
-  // Normalisation: filter a vector of ones (G = 1), then fold it into the weights.
-  const Filtered ones = filter<Exec, true>(ex, s, bf, nullptr, 1);
+// After build_vertices: the blur neighbours and the normalisation (filter a vector of ones, G = 1, then
+// fold it into the splat and slice weights).
+template <class Exec>
+void build_normalisation(Exec& ex, const Sizes& s, const crf::ImageParams& prm, const Buffers& bf) {
+  const KeySource<kDim0> ks0{bf.pdat, s.N, 0};
+  const KeySource<kDim1> ks1{bf.pdat + s.P * (kDim0 + 1), s.N, s.E0};
+  Neighbours nb{ks0, ks1, bf.table, bf.vowner, bf.counts, bf.nbr, s.cap0, s.cap1};
+  ex.for_dev("neighbours", nb, s.E);
+  const Filtered ones = filter<Exec, true>(ex, s, bf, nullptr, nullptr, 1);
   NormWeights nw{bf.ev,
                  bf.bary,
                  ones.l0,
@@ -132,8 +140,15 @@ void build_lattices(Exec& ex, const Sizes& s, const crf::ImageParams& prm, const
                  crf::lattice_alpha(kDim1),
                  prm.gaussian_compat,
                  prm.bilateral_compat};
-  ex.for_n("norm_weights", nw, P);
-  ex.for_n("sorted_weights", SortedWeights{bf.sorted_entry, bf.swe, bf.spix, bf.sws, s.E0}, E);
+  ex.for_n("norm_weights", nw, s.P);
+  ex.for_n("sorted_weights", SortedWeights{bf.sorted_entry, bf.swe, bf.spix, bf.sws, s.E0}, s.E);
+}
+
+// Builds both lattices of the batch: keys, hash, vertices, splat pieces, neighbours, normalisation.
+template <class Exec>
+void build_lattices(Exec& ex, const Sizes& s, const crf::ImageParams& prm, const Buffers& bf, const uint8_t* rgb) {
+  build_vertices(ex, s, prm, bf, rgb);
+  build_normalisation(ex, s, prm, bf);
 }
 
 // Calls f(std::integral_constant<int, GT>) with GT = G for G <= 8 (rows kept in registers), else GT = 0.
@@ -172,7 +187,7 @@ void run_dense_crf(Exec& ex, const Sizes& s, const crf::ImageParams& prm, int it
   if (iterations == 0) return;
   build_lattices(ex, s, prm, bf, rgb);
   for (int it = 0; it < iterations; ++it) {
-    const Filtered msg = filter<Exec, false>(ex, s, bf, (const F4*)bf.q, s.G);
+    const Filtered msg = filter<Exec, false>(ex, s, bf, (const F4*)bf.q, (const F4*)bf.q, s.G);
     update(ex, s, bf, msg, it + 1 == iterations ? out : nullptr);
   }
 }

@@ -22,8 +22,14 @@ operations. Each image's lattices are built once per forward and reused by every
 backward. Autograd keeps, per iteration, Q and each term's filtered Q: (1 + 2 * terms) float32 tensors of
 the logits' size. The sigmas are fixed (the lattice is not differentiable in them).
 
-CUDA tensors are filtered by the CPU backend (copied to the host and back, with a one-time warning): the
-CUDA filter and its adjoint are not written yet.
+Backends (chosen in one place, ``_uses_cuda``): CPU tensors run image by image through
+``_crf_cpu.LatticeFilter``; CUDA tensors, where the CUDA backend is usable, run the whole batch on the device
+through ``pyseg.crf.cuda_layer.CudaLatticeFilters`` (both terms' filters of every image in one call, rows
+pixel-major: (B, N, L)), with no host round trip but one read-back of the lattice's size per forward. There
+autograd keeps, per iteration, Q alone (one float32 tensor of the logits' size; the backward filters Q again,
+one more filter per iteration, rather than keep both terms' filtered Q) and the lattices
+(``CudaLatticeFilters.kept_bytes``). Without the CUDA backend, CUDA tensors are filtered by the CPU
+backend (copied to the host and back, with a one-time warning).
 """
 
 from __future__ import annotations
@@ -61,6 +67,28 @@ class _Filter(torch.autograd.Function):
         return torch.from_numpy(g), None, None
 
 
+class _CudaMessage(torch.autograd.Function):
+    """q (B, N, L) float32 CUDA, m (K L, L) -> [F_0(q) | F_1(q)] m: both terms' filtered q times their
+    weighted compatibilities. Saves q alone (the softmax before it keeps q anyway) and filters it again in
+    the backward, whose gradient for q is the filters' adjoint."""
+
+    @staticmethod
+    def forward(ctx, q, m, filters):
+        ctx.filters = filters
+        ctx.save_for_backward(q, m)
+        return filters.apply(q).reshape(q.shape[0], q.shape[1], -1) @ m
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, m = ctx.saved_tensors
+        b, n, l = q.shape
+        g = grad.reshape(b * n, l)
+        d_m = ctx.filters.apply(q).reshape(b * n, -1).t() @ g if ctx.needs_input_grad[1] else None
+        d_q = ctx.filters.adjoint((g @ m.t()).reshape(b, n, len(TERMS), l)) if ctx.needs_input_grad[0] else None
+        return d_q, d_m, None
+
+
 def _compat_times(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(L, L) c times (L, N) x."""
     return c @ x
@@ -95,8 +123,36 @@ def meanfield(logits: torch.Tensor, filters: Sequence[Sequence], compat: torch.T
     return torch.stack(out)
 
 
+def meanfield_cuda(logits: torch.Tensor, filters, compat: torch.Tensor, weights: torch.Tensor,
+                   iterations: int) -> torch.Tensor:
+    """Unrolled mean field on CUDA float32 tensors, the batch at once: logits (B, L, N); filters the
+    ``CudaLatticeFilters`` of the batch; compat (K, L, L); weights (K,). Returns (B, L, N) as ``meanfield``."""
+    x = logits.transpose(1, 2).contiguous()  # (B, N, L): the filters' pixel-major rows
+    # sum_k w_k F_k C_k^T as one product: [F_0 | F_1] (B, N, K L) times the stacked (w_k C_k)^T (K L, L)
+    m = (weights[:, None, None] * compat).transpose(1, 2).reshape(-1, logits.shape[1])
+    e = x
+    for _ in range(iterations):
+        e = x - _CudaMessage.apply(torch.softmax(e, dim=-1), m, filters)
+    return e.transpose(1, 2)
+
+
+def _uses_cuda(logits: torch.Tensor) -> bool:
+    """Whether the layer runs on the CUDA backend: CUDA logits and a usable backend (else, for CUDA logits,
+    the CPU backend with a one-time warning)."""
+    global _warned_cuda
+    if logits.device.type != "cuda":
+        return False
+    from pyseg.crf import cuda_backend
+
+    usable, why = cuda_backend.status()
+    if not usable and not _warned_cuda:
+        log.warning("CRF layer: CUDA tensors are filtered by the CPU backend (%s)", why)
+        _warned_cuda = True
+    return usable
+
+
 def _check_inputs(logits: torch.Tensor, image) -> torch.Tensor:
-    """image as (B, H, W, 3) uint8 on the CPU, after checking logits and image agree."""
+    """image as (B, H, W, 3) uint8 on the logits' device, after checking logits and image agree."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
         raise ValueError(f"logits must be a (B, L, H, W) tensor, got "
                          f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
@@ -104,7 +160,9 @@ def _check_inputs(logits: torch.Tensor, image) -> torch.Tensor:
         raise TypeError(f"logits must be floating point, got {logits.dtype}")
     b, _, h, w = logits.shape
     if not isinstance(image, torch.Tensor):
-        image = torch.as_tensor(np.asarray(image))
+        image = torch.as_tensor(np.asarray(image), device=logits.device)
+    if image.device != logits.device:
+        raise ValueError(f"image must be on the logits' device {logits.device}, got a tensor on {image.device}")
     if image.dim() != 4:
         raise ValueError(f"image must be (B, 3, H, W) or (B, H, W, 3), got shape {tuple(image.shape)}")
     if image.shape[1] == 3 and image.shape[-1] != 3:
@@ -122,7 +180,7 @@ def _check_inputs(logits: torch.Tensor, image) -> torch.Tensor:
         image = image.round().clamp(0, 255).to(torch.uint8)
     if not bool(torch.isfinite(logits.detach()).all()):
         raise ValueError("logits contain NaN or infinity")
-    return image.detach().cpu().contiguous()
+    return image.detach().contiguous()
 
 
 def crf_layer(logits: torch.Tensor, image, compat: torch.Tensor, weights: torch.Tensor,
@@ -131,7 +189,6 @@ def crf_layer(logits: torch.Tensor, image, compat: torch.Tensor, weights: torch.
     """Functional CRF layer: (B, L, H, W) logits, (B, 3, H, W) or (B, H, W, 3) uint8 (or float 0..255) RGB
     images, compat (2, L, L), weights (2,) [Gaussian, bilateral] -> refined (B, L, H, W) logits, on the
     logits' device and dtype. Differentiable in logits, compat and weights."""
-    global _warned_cuda
     params = params if params is not None else CRFParams.preset("krahenbuhl")
     iterations = params.iterations if iterations is None else iterations
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
@@ -147,10 +204,17 @@ def crf_layer(logits: torch.Tensor, image, compat: torch.Tensor, weights: torch.
     if iterations == 0:
         return logits
     device, dtype = logits.device, logits.dtype
-    if device.type != "cpu" and not _warned_cuda:
-        log.warning("CRF layer: %s tensors are filtered by the CPU backend (no CUDA filter yet)", device.type)
-        _warned_cuda = True
-    images = img.numpy()
+    if _uses_cuda(logits):
+        for name, t in (("compat", compat), ("weights", weights)):
+            if t.device != device:
+                raise ValueError(f"{name} must be on the logits' device {device}, got {t.device}")
+        from pyseg.crf.cuda_layer import CudaLatticeFilters
+
+        with torch.autocast("cuda", enabled=False):  # the layer runs in float32 under autocast
+            out = meanfield_cuda(logits.float().reshape(b, l, h * w), CudaLatticeFilters(img, params),
+                                 compat.float(), weights.float(), iterations)
+        return out.reshape(b, l, h, w).to(dtype)
+    images = img.cpu().numpy()
     filters = [image_filters(images[i], params, threads) for i in range(b)]
     x = logits.to("cpu", torch.float32).reshape(b, l, h * w)
     out = meanfield(x, filters, compat.to("cpu", torch.float32), weights.to("cpu", torch.float32),
