@@ -67,3 +67,13 @@ def blocky_probs(n_labels: int, h: int, w: int, seed: int = 0, block=(9, 13)) ->
     np.put_along_axis(p, lab[None], 0.8, axis=0)
     p = 0.6 * p + 0.4 * rng.dirichlet(np.ones(n_labels), size=(h, w)).transpose(2, 0, 1)
     return (p / p.sum(0, keepdims=True)).astype(np.float32)
+
+
+def crf_test_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """The smooth image of the CRF API, lattice-grid and lattice-cache tests."""
+    return smooth_image(h, w, seed, periods=(6.0, 4.0, 9.0), noise=5.0)
+
+
+def crf_test_probs(n_labels: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """The blocky probabilities of the same tests."""
+    return blocky_probs(n_labels, h, w, seed, block=(7, 9))

@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import blocky_probs, smooth_image
+from helpers import crf_test_image as image
+from helpers import crf_test_probs as probs
 
 import pyseg.crf as dcrf
 from pyseg.crf import reference as R
@@ -22,14 +23,6 @@ from pyseg.crf.params import CRFParams
 # The folder holding the pyseg package this test imports (installed, or the source tree with an in-place build),
 # so that subprocesses import the same one.
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(dcrf.__file__))))
-
-
-def image(h, w, seed=0):
-    return smooth_image(h, w, seed, periods=(6.0, 4.0, 9.0), noise=5.0)
-
-
-def probs(n_labels, h, w, seed=0):
-    return blocky_probs(n_labels, h, w, seed, block=(7, 9))
 
 
 P = CRFParams(gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=20, bilateral_srgb=13, bilateral_compat=10,

@@ -11,7 +11,8 @@ import pyseg.crf as dcrf
 from pyseg.crf import _crf_cpu
 from pyseg.crf.utils import unary_from_softmax
 
-from test_crf_api import image, probs
+from helpers import crf_test_image as image
+from helpers import crf_test_probs as probs
 
 
 @pytest.fixture(autouse=True)
