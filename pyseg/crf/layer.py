@@ -89,11 +89,6 @@ class _CudaMessage(torch.autograd.Function):
         return d_q, d_m, None
 
 
-def _compat_times(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(L, L) c times (L, N) x."""
-    return c @ x
-
-
 def image_filters(image: np.ndarray, params: CRFParams, threads: int = 0) -> list:
     """The lattice filters of one (H, W, 3) uint8 RGB image: [Gaussian, bilateral], a term whose weight is 0
     included (its weight may be learned away from 0)."""
@@ -117,7 +112,7 @@ def meanfield(logits: torch.Tensor, filters: Sequence[Sequence], compat: torch.T
         e = logits[b]
         for _ in range(iterations):
             q = torch.softmax(e, dim=0)
-            e = logits[b] - sum(weights[k] * _compat_times(compat[k], _Filter.apply(q.t(), filters[b][k], threads).t())
+            e = logits[b] - sum(weights[k] * (compat[k] @ _Filter.apply(q.t(), filters[b][k], threads).t())
                                 for k in range(compat.shape[0]))
         out.append(e)
     return torch.stack(out)
