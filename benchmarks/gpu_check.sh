@@ -11,17 +11,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-LOG=${OUT:-$ROOT/build/gpucheck/out}
-mkdir -p "$LOG" build/gpucheck
-exec > >(tee "$LOG/gpu_check.log") 2>&1
-PY=${PYTHON:-python3}
-command -v nvcc > /dev/null || export PATH=/usr/local/cuda/bin:$PATH
-ARCH=${PYSEG_CUDA_ARCHITECTURES:-90}
-export PYTHONUNBUFFERED=1
+mkdir -p build/gpucheck
+source "$ROOT/benchmarks/check_lib.sh"
+start_log "${OUT:-$ROOT/build/gpucheck/out}" gpu_check
 if [ -z "${PYSEG_SHARED_DATA:-}" ] && [ -d "$ROOT/build/gpucheck/data/crf_examples" ]; then
   export PYSEG_SHARED_DATA=$ROOT/build/gpucheck/data
 fi
-source "$ROOT/benchmarks/check_lib.sh"
 
 step "environment"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1

@@ -15,15 +15,8 @@ SMOKE=0
 if [ "${1:-}" = "--smoke" ]; then SMOKE=1; shift; fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-LOG=${OUT:-$ROOT/build/gpulayer/out}
-mkdir -p "$LOG"
-LOG=$(cd "$LOG" && pwd)
-exec > >(tee "$LOG/gpu_layer_check.log") 2>&1
-PY=${PYTHON:-python3}
-command -v nvcc > /dev/null || export PATH=/usr/local/cuda/bin:$PATH
-ARCH=${PYSEG_CUDA_ARCHITECTURES:-90}
-export PYTHONUNBUFFERED=1
 source "$ROOT/benchmarks/check_lib.sh"
+start_log "${OUT:-$ROOT/build/gpulayer/out}" gpu_layer_check
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pyseg-gpu-layer.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"  # from here the source tree (no compiled modules in it) does not shadow the installed package

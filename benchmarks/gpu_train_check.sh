@@ -25,18 +25,13 @@ fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DATA=$(cd "$1" && pwd)
-OUT=${OUT:-$ROOT/gpu_train_out}
+source "$ROOT/benchmarks/check_lib.sh"
+start_log "${OUT:-$ROOT/gpu_train_out}" gpu_train_check
+OUT=$LOG
 mkdir -p "$OUT/plots"
-OUT=$(cd "$OUT" && pwd)
-exec > >(tee "$OUT/gpu_train_check.log") 2>&1
-PY=${PYTHON:-python3}
-command -v nvcc > /dev/null || export PATH=/usr/local/cuda/bin:$PATH
-ARCH=${PYSEG_CUDA_ARCHITECTURES:-90}
-export PYTHONUNBUFFERED=1
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pyseg-gpu-train.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"  # python -m from here: the source tree (no compiled modules) must not shadow the installed package
-source "$ROOT/benchmarks/check_lib.sh"
 if [ $SMOKE -eq 1 ]; then
   DEV=cpu; AMP=none; CRFDEV=cpu
   SPEED=(--device cpu --amp none --size 64 --batch-size 2 --steps 1 --rounds 1 --warmup 0
