@@ -226,24 +226,31 @@ class PyLatticeFilter {
     });
   }
 
-  py::array_t<float> apply(const py::array& values, bool adjoint, int threads) const {
-    require<float>(values, "values", 2, "float32");
-    if (values.shape(0) != op_->n())
-      throw py::value_error("values must be (n, c) with n = " + std::to_string(op_->n()) + " points, got " +
-                            shape_str(values));
-    const int c = (int)values.shape(1);
-    py::array_t<float> out({(py::ssize_t)op_->n(), (py::ssize_t)c});
-    const float* in = static_cast<const float*>(values.data());
-    float* o = out.mutable_data();
-    py::gil_scoped_release nogil;
-    pyseg::cpu::with_executor(threads, [&](pyseg::cpu::Executor& ex) { op_->apply(in, o, c, adjoint, ex); });
-    return out;
+  // float32 rows give float32, float64 rows float64 (the same lattice, every sum in double).
+  py::array apply(const py::array& values, bool adjoint, int threads) const {
+    if (py::dtype::of<double>().is(values.dtype()) || values.dtype().num() == py::dtype::of<double>().num())
+      return apply_as<double>(values, adjoint, threads);
+    return apply_as<float>(values, adjoint, threads);
   }
   int64_t n() const { return op_->n(); }
   int d() const { return op_->d(); }
   int vertices() const { return op_->vertices(); }
 
  private:
+  template <typename T>
+  py::array_t<T> apply_as(const py::array& values, bool adjoint, int threads) const {
+    require<T>(values, "values", 2, "float32 or float64");
+    if (values.shape(0) != op_->n())
+      throw py::value_error("values must be (n, c) with n = " + std::to_string(op_->n()) + " points, got " +
+                            shape_str(values));
+    const int c = (int)values.shape(1);
+    py::array_t<T> out({(py::ssize_t)op_->n(), (py::ssize_t)c});
+    const T* in = static_cast<const T*>(values.data());
+    T* o = out.mutable_data();
+    py::gil_scoped_release nogil;
+    pyseg::cpu::with_executor(threads, [&](pyseg::cpu::Executor& ex) { op_->apply(in, o, c, adjoint, ex); });
+    return out;
+  }
   template <class Make>
   static PyLatticeFilter build(int threads, const Make& make) {
     PyLatticeFilter r;
@@ -352,8 +359,8 @@ PYBIND11_MODULE(_crf_cpu, m) {
       "Test hook: work done so far by the fast paths that have a slower twin (see cpu/fast_paths.h).");
 
   py::class_<PyLatticeFilter>(m, "LatticeFilter",
-                              "One pairwise term's normalised lattice filter as a linear map on (n, c) float32 "
-                              "rows, and its adjoint (pyseg.crf.layer).")
+                              "One pairwise term's normalised lattice filter as a linear map on (n, c) float32 or "
+                              "float64 rows, and its adjoint (pyseg.crf.layer).")
       .def_static("from_features", &PyLatticeFilter::from_features, py::arg("features"), py::arg("normalization"),
                   py::arg("threads") = 0)
       .def_static("gaussian", &PyLatticeFilter::gaussian, py::arg("width"), py::arg("height"), py::arg("sxy"),

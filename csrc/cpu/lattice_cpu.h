@@ -118,23 +118,30 @@ int lattice_cache_entries();
 size_t release_lattice_cache();
 size_t lattice_cache_bytes();
 
-// Generic filter steps for lp channels per row (rows of lp floats); the per-ISA ops (cpu/ops.h) have faster versions.
+// Generic filter steps for lp channels per row (rows of lp values, T = float or double; cpu/lattice_filter.cpp
+// instantiates both); the per-ISA ops (cpu/ops.h) have faster float versions.
 // acc local rows of chunk c <- 0
-void clear_chunk_rows(const Lattice& lat, int c, int lp, float* acc);
-// acc rows of point p's vertices += bary * pre[p] * q (q: the point's row of lp floats)
-void splat_pixel(const Lattice& lat, int64_t p, const float* q, int lp, float* acc);
+template <typename T>
+void clear_chunk_rows(const Lattice& lat, int c, int lp, T* acc);
+// acc rows of point p's vertices += bary * pre[p] * q (q: the point's row of lp values)
+template <typename T>
+void splat_pixel(const Lattice& lat, int64_t p, const T* q, int lp, T* acc);
 // acc local rows of chunk c <- scatter of q (n x lp) times pre
-void splat_chunk(const Lattice& lat, int c, const float* q, int lp, float* acc);
+template <typename T>
+void splat_chunk(const Lattice& lat, int c, const T* q, int lp, T* acc);
 // global rows [vb, ve) <- sum of their local rows in acc (chunk order)
-void reduce_rows(const Lattice& lat, const float* acc, int lp, float* global, int64_t vb, int64_t ve);
+template <typename T>
+void reduce_rows(const Lattice& lat, const T* acc, int lp, T* global, int64_t vb, int64_t ve);
 // dst rows [vb, ve) <- src + 0.5 (src[n1] + src[n2]) along axis j; src/dst have m+1 rows, row m zero. Where
 // local is given, each blurred row goes to the vertex's local rows instead (dst untouched).
-void blur_rows(const Lattice& lat, int j, const float* src, float* dst, int lp, int64_t vb, int64_t ve,
-               float* local = nullptr);
+template <typename T>
+void blur_rows(const Lattice& lat, int j, const T* src, T* dst, int lp, int64_t vb, int64_t ve, T* local = nullptr);
 // local rows [kb, ke) <- their global rows
-void distribute_rows(const Lattice& lat, const float* global, int lp, float* local, int64_t kb, int64_t ke);
+template <typename T>
+void distribute_rows(const Lattice& lat, const T* global, int lp, T* local, int64_t kb, int64_t ke);
 // out[0..lp) <- post[p] * sum_r bary * local[offsets]
-void slice_pixel(const Lattice& lat, int64_t p, const float* local, int lp, float* out);
+template <typename T>
+void slice_pixel(const Lattice& lat, int64_t p, const T* local, int lp, T* out);
 
 }  // namespace cpu
 }  // namespace pyseg

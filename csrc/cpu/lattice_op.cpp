@@ -1,4 +1,5 @@
-// LatticeOp: splat, blur and slice of the generic filter steps (cpu/lattice_filter.cpp) over any row width.
+// LatticeOp: splat, blur and slice of the generic filter steps (cpu/lattice_filter.cpp) over any row width,
+// in float or double.
 #include "cpu/lattice_op.h"
 
 #include <algorithm>
@@ -36,24 +37,24 @@ LatticeOp::LatticeOp(int64_t n, const BilateralImageFeatures& f, int normalizati
   lat_ = lat;
 }
 
-void LatticeOp::apply(const float* in, float* out, int c, bool adjoint, Executor& ex) const {
+template <typename T>
+void LatticeOp::apply(const T* in, T* out, int c, bool adjoint, Executor& ex) const {
   const Lattice& lat = *lat_;
   const int64_t m = lat.m;
-  std::vector<float> acc((size_t)lat.rows() * c), local((size_t)lat.rows() * c);
+  std::vector<T> acc((size_t)lat.rows() * c), local((size_t)lat.rows() * c);
   // Two global tables, m + 1 rows each: row m is the zero "missing neighbour" the blur reads.
-  std::vector<float> g[2] = {std::vector<float>((size_t)(m + 1) * c, 0.0f),
-                             std::vector<float>((size_t)(m + 1) * c, 0.0f)};
+  std::vector<T> g[2] = {std::vector<T>((size_t)(m + 1) * c, T(0)), std::vector<T>((size_t)(m + 1) * c, T(0))};
   ex.run(lat.nchunks, [&](int k) { splat_chunk(lat, k, in, c, acc.data()); });
   ex.parallel_for(m, [&](int64_t b, int64_t e) { reduce_rows(lat, acc.data(), c, g[0].data(), b, e); }, 256);
   int cur = 0;
   for (int pass = 0; pass <= lat.d; ++pass) {
     const int j = adjoint ? lat.d - pass : pass;
-    const float* src = g[cur].data();
-    float* dst = g[1 - cur].data();
-    ex.parallel_for(m, [&](int64_t b, int64_t e) { blur_rows(lat, j, src, dst, c, b, e); }, 256);
+    const T* src = g[cur].data();
+    T* dst = g[1 - cur].data();
+    ex.parallel_for(m, [&](int64_t b, int64_t e) { blur_rows<T>(lat, j, src, dst, c, b, e); }, 256);
     cur = 1 - cur;
   }
-  const float* blurred = g[cur].data();
+  const T* blurred = g[cur].data();
   ex.parallel_for(lat.rows(), [&](int64_t b, int64_t e) { distribute_rows(lat, blurred, c, local.data(), b, e); },
                   1024);
   ex.run(lat.nchunks, [&](int k) {
@@ -61,6 +62,9 @@ void LatticeOp::apply(const float* in, float* out, int c, bool adjoint, Executor
       slice_pixel(lat, p, local.data(), c, out + p * c);
   });
 }
+
+template void LatticeOp::apply<float>(const float*, float*, int, bool, Executor&) const;
+template void LatticeOp::apply<double>(const double*, double*, int, bool, Executor&) const;
 
 }  // namespace cpu
 }  // namespace pyseg

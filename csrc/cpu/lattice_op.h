@@ -25,7 +25,9 @@ class LatticeOp {
   int vertices() const { return lat_->m; }
 
   // out (n, c) <- the filter applied to in (n, c); adjoint: its transpose (the blur's axes in reverse order).
-  void apply(const float* in, float* out, int c, bool adjoint, Executor& ex) const;
+  // T = float, or double: the same lattice (float weights) with every sum in double, for the layer in float64.
+  template <typename T>
+  void apply(const T* in, T* out, int c, bool adjoint, Executor& ex) const;
 
  private:
   static void check_normalization(int normalization);

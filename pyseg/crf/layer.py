@@ -19,7 +19,7 @@ Gradients: the filter is a fixed linear map per image (the lattice depends on th
 backward is its adjoint, the same splat, blur with the lattice axes in reverse order, and slice
 (``_crf_cpu.LatticeFilter.apply(adjoint=True)``); softmax and the compatibility products are torch
 operations. Each image's lattices are built once per forward and reused by every iteration and by the
-backward. Autograd keeps, per iteration, Q and each term's filtered Q: (1 + 2 * terms) float32 tensors of
+backward. Autograd keeps, per iteration, Q and each term's filtered Q: (1 + 2 * terms) tensors of
 the logits' size. The sigmas are fixed (the lattice is not differentiable in them).
 
 Backends (chosen in one place, ``_uses_cuda``): CPU tensors run image by image through
@@ -53,7 +53,7 @@ _warned_cuda = False
 
 
 class _Filter(torch.autograd.Function):
-    """(N, c) float32 -> one term's normalised lattice filter of it; backward: the adjoint."""
+    """(N, c) float32 or float64 -> one term's normalised lattice filter of it; backward: the adjoint."""
 
     @staticmethod
     def forward(ctx, x, op, threads):
@@ -101,7 +101,7 @@ def image_filters(image: np.ndarray, params: CRFParams, threads: int = 0) -> lis
 
 def meanfield(logits: torch.Tensor, filters: Sequence[Sequence], compat: torch.Tensor, weights: torch.Tensor,
               iterations: int, threads: int = 0) -> torch.Tensor:
-    """Unrolled mean field on CPU float32 tensors.
+    """Unrolled mean field on CPU float32 or float64 tensors (all of one dtype).
 
     logits (B, L, N); filters[b][k] the LatticeFilter of term k of image b (each over N points);
     compat (K, L, L); weights (K,). Returns the last iteration's logits (B, L, N) (``logits`` itself when
@@ -183,7 +183,11 @@ def crf_layer(logits: torch.Tensor, image, compat: torch.Tensor, weights: torch.
               num_threads: int | None = None) -> torch.Tensor:
     """Functional CRF layer: (B, L, H, W) logits, (B, 3, H, W) or (B, H, W, 3) uint8 (or float 0..255) RGB
     images, compat (2, L, L), weights (2,) [Gaussian, bilateral] -> refined (B, L, H, W) logits, on the
-    logits' device and dtype. Differentiable in logits, compat and weights."""
+    logits' device and dtype. Differentiable in logits, compat and weights.
+
+    Precision: float32, whatever the logits' dtype (float16/bfloat16 logits and autocast included), except
+    float64 logits on the CPU, which run in float64 throughout (the same lattice; for gradient checks and
+    for many iterations, where float32 rounding grows: ``benchmarks/NOTES_crf_layer.md``)."""
     params = params if params is not None else CRFParams.preset("krahenbuhl")
     iterations = params.iterations if iterations is None else iterations
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
@@ -211,9 +215,10 @@ def crf_layer(logits: torch.Tensor, image, compat: torch.Tensor, weights: torch.
         return out.reshape(b, l, h, w).to(dtype)
     images = img.cpu().numpy()
     filters = [image_filters(images[i], params, threads) for i in range(b)]
-    x = logits.to("cpu", torch.float32).reshape(b, l, h * w)
-    out = meanfield(x, filters, compat.to("cpu", torch.float32), weights.to("cpu", torch.float32),
-                    iterations, threads)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    with torch.autocast("cpu", enabled=False):  # CPU autocast would run the compatibility products in bfloat16
+        x = logits.to("cpu", work).reshape(b, l, h * w)
+        out = meanfield(x, filters, compat.to("cpu", work), weights.to("cpu", work), iterations, threads)
     return out.reshape(b, l, h, w).to(device, dtype)
 
 
