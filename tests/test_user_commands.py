@@ -61,7 +61,7 @@ def test_command_help(command, guarded_env):
 
 
 @pytest.mark.parametrize("script", ["crf_speed.py", "crf_speed_cuda.py", "train_speed.py", "predict_speed.py",
-                                    "crf_gain.py", "cpu_profile.py", "crf_layer_speed.py"])
+                                    "crf_gain.py", "cpu_profile.py", "crf_layer_speed.py", "crf_layer_accuracy.py"])
 def test_benchmark_help(script, guarded_env):
     assert "usage:" in _run([sys.executable, f"benchmarks/{script}", "--help"], guarded_env)
 
@@ -83,6 +83,12 @@ def test_crf_layer_speed_quick(guarded_env):
     out = _run([sys.executable, "benchmarks/crf_layer_speed.py", "--quick", "--rounds", "1", "--size", "64"],
                guarded_env)
     assert "CRF layer forward + backward" in out and "training step" in out
+
+
+def test_crf_layer_accuracy_quickest(guarded_env):
+    out = _run([sys.executable, "benchmarks/crf_layer_accuracy.py", "--labels", "3", "--iterations", "2",
+                "--height", "6", "--width", "7", "--seeds", "0"], guarded_env)
+    assert "exact64" in out and "layer32" in out
 
 
 @pytest.mark.data
