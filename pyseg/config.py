@@ -60,8 +60,9 @@ class ModelConfig:
     name: str = "deconvnet_vgg16"  # see pyseg.models.list_models()
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra kwargs of create_model()
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
-    # the dense-CRF layer after the model, learned end to end: {iterations: 5, params: deeplab (a preset or a
-    # mapping of CRFParams), learn: [compat, weights]} (pyseg.models.crf_refined); null = none
+    # the dense-CRF layer after the model, learned end to end: {iterations: 5, params: deeplab (a preset, a
+    # mapping of CRFParams or pyseg-tune-crf's .json), learn: [compat, weights]} (pyseg.models.crf_refined);
+    # null = none
     crf: dict[str, Any] | None = None
     init_checkpoint: str | None = None  # start from this pyseg checkpoint's weights (fine-tuning); its CRF not
 

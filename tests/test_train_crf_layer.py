@@ -13,6 +13,7 @@ import yaml
 from pyseg.cli import evaluate as evaluate_cli
 from pyseg.cli import train as train_cli
 from pyseg.config import load_config
+from pyseg.crf.params import CRFParams
 from pyseg.models.crf_refined import CRFRefined, parse_crf_spec
 
 
@@ -101,6 +102,19 @@ def test_bad_crf_config_is_a_clear_error(tmp_path, crf, match):
     path.write_text(yaml.safe_dump({"model": {"name": "deeplabv3_resnet18", "crf": crf}}))
     with pytest.raises(ValueError, match=match):
         load_config(path)
+
+
+def test_crf_params_from_a_tuned_file(tmp_path):
+    # pyseg-tune-crf --out writes {"params": {...}, "score": ...}: the layer can start from the tuned CRF
+    tuned = CRFParams(5.0, 5.0, 21.0, 4.2, 6.0, 10)
+    (tmp_path / "crf_tuned.json").write_text(json.dumps({"params": tuned.to_dict(), "score": 0.41}))
+    spec = parse_crf_spec({"params": str(tmp_path / "crf_tuned.json"), "iterations": 5})
+    assert spec["params"] == tuned.to_dict() and spec["iterations"] == 5
+    with pytest.raises(ValueError, match=r"model.crf.params: CRF parameter file .*missing.json does not exist"):
+        parse_crf_spec({"params": str(tmp_path / "missing.json")})
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a mapping of CRF parameters, got list"):
+        CRFParams.from_file(tmp_path / "list.json")
 
 
 def test_fine_tuning_starts_from_a_checkpoint_with_or_without_its_crf(tmp_path, demo, monkeypatch):

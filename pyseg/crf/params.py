@@ -56,6 +56,22 @@ class CRFParams:
     def presets() -> list[str]:
         return sorted(_PRESETS)
 
+    @classmethod
+    def from_file(cls, path) -> "CRFParams":
+        """The parameters in a ``.json`` file: ``pyseg-tune-crf --out``'s (``{"params": {...}, ...}``) or a plain
+        mapping of these fields. Errors name the file."""
+        from pyseg.fileio import read_json
+
+        data = read_json(path, "CRF parameter file")
+        data = data.get("params", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise ValueError(f"CRF parameter file {path} must hold a mapping of CRF parameters, got "
+                             f"{type(data).__name__}")
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise ValueError(f"CRF parameter file {path} does not hold CRF parameters: {e}") from None
+
     def replace(self, **changes) -> "CRFParams":
         return replace(self, **changes)
 

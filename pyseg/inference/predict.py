@@ -25,7 +25,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pyseg.fileio import read_json
 from pyseg.progress import with_progress
 
 log = logging.getLogger(__name__)
@@ -84,14 +83,8 @@ def resolve_crf(spec):
         return None
     if s in CRFParams.presets():
         return CRFParams.preset(s)
-    p = Path(s)
-    if p.suffix.lower() == ".json":
-        data = read_json(p, "crf: parameter file")
-        data = data.get("params", data) if isinstance(data, dict) else data
-        try:
-            return CRFParams(**data)
-        except TypeError as e:
-            raise ValueError(f"crf: {p} does not hold CRF parameters: {e}") from None
+    if Path(s).suffix.lower() == ".json":
+        return CRFParams.from_file(s)
     raise ValueError(f"crf: expected 'off', a preset ({', '.join(CRFParams.presets())}) or a .json "
                      f"file of parameters, got {s!r}")
 

@@ -21,7 +21,8 @@ CRF_KEYS = ("iterations", "params", "learn")
 def parse_crf_spec(spec) -> dict:
     """``model.crf`` of a config as {"iterations": int, "params": dict of CRFParams, "learn": [...]}.
 
-    ``params`` may be a preset name or a dict of CRFParams fields; errors name the key."""
+    ``params`` may be a preset name, a dict of CRFParams fields or a ``.json`` file of them (as
+    ``pyseg-tune-crf --out`` writes); errors name the key."""
     from pyseg.crf.layer import LEARNABLE
 
     if not isinstance(spec, dict):
@@ -31,7 +32,12 @@ def parse_crf_spec(spec) -> dict:
     if unknown:
         raise ValueError(f"model.crf: unknown keys {unknown}; expected some of {list(CRF_KEYS)}")
     params = spec.get("params", "krahenbuhl")
-    if isinstance(params, str):
+    if isinstance(params, str) and params.lower().endswith(".json"):
+        try:  # e.g. pyseg-tune-crf's output: the layer starts from the tuned CRF
+            params = CRFParams.from_file(params)
+        except ValueError as e:
+            raise ValueError(f"model.crf.params: {e}") from None
+    elif isinstance(params, str):
         params = CRFParams.preset(params)
     elif isinstance(params, dict):
         try:
@@ -39,8 +45,8 @@ def parse_crf_spec(spec) -> dict:
         except TypeError as e:
             raise ValueError(f"model.crf.params: {e}") from None
     else:
-        raise ValueError(f"model.crf.params must be a preset ({', '.join(CRFParams.presets())}) or a mapping of "
-                         f"CRF parameters, got {params!r}")
+        raise ValueError(f"model.crf.params must be a preset ({', '.join(CRFParams.presets())}), a mapping of "
+                         f"CRF parameters or a .json file of them, got {params!r}")
     iterations = spec.get("iterations", 5)
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"model.crf.iterations must be an integer >= 1, got {iterations!r}")
