@@ -3,6 +3,8 @@ and against dense_crf; its gradients, batches, determinism and bad input."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -193,7 +195,7 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_float64_and_autocast_precision():
+def test_float64_and_autocast_precision(monkeypatch, caplog):
     images, logits, compat, weights = _case(1, 4, 8, 9, "natural")
     layer = CL.CRFLayer(4, CRFParams.preset("deeplab"), iterations=3)
     x, im = logits.reshape(1, 4, 8, 9), torch.from_numpy(images)
@@ -203,6 +205,10 @@ def test_float64_and_autocast_precision():
     assert out32.dtype == torch.float32 and _rel(out32.detach().double(), out64.detach()) < 1e-6
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the layer keeps float32 inside
         assert torch.equal(layer(x.float(), im), out32)
+    monkeypatch.setattr(CL, "_said_half", False)
+    with caplog.at_level(logging.INFO, logger="pyseg.crf.layer"):
+        half = layer(x.to(torch.bfloat16), im)
+    assert half.dtype == torch.bfloat16 and "bfloat16 logits are refined in float32" in caplog.text
 
 
 def test_a_batch_gives_the_gradients_of_each_image_alone():

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 TERMS = ("gaussian", "bilateral")
 LEARNABLE = ("compat", "weights")
 _warned_cuda = False
+_said_half = False
 
 
 class _Filter(torch.autograd.Function):
@@ -203,6 +204,10 @@ def crf_layer(logits: torch.Tensor, image, compat: torch.Tensor, weights: torch.
     if iterations == 0:
         return logits
     device, dtype = logits.device, logits.dtype
+    global _said_half
+    if dtype in (torch.float16, torch.bfloat16) and not _said_half:
+        log.info("CRF layer: %s logits are refined in float32 (the result is cast back)", dtype)
+        _said_half = True
     if _uses_cuda(logits):
         for name, t in (("compat", compat), ("weights", weights)):
             if t.device != device:
