@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/workspace.h"
 #include "crf/common.h"
 
 namespace pyseg {
@@ -41,25 +42,27 @@ template <typename T>
 void LatticeOp::apply(const T* in, T* out, int c, bool adjoint, Executor& ex) const {
   const Lattice& lat = *lat_;
   const int64_t m = lat.m;
-  std::vector<T> acc((size_t)lat.rows() * c), local((size_t)lat.rows() * c);
-  // Two global tables, m + 1 rows each: row m is the zero "missing neighbour" the blur reads.
-  std::vector<T> g[2] = {std::vector<T>((size_t)(m + 1) * c, T(0)), std::vector<T>((size_t)(m + 1) * c, T(0))};
-  ex.run(lat.nchunks, [&](int k) { splat_chunk(lat, k, in, c, acc.data()); });
-  ex.parallel_for(m, [&](int64_t b, int64_t e) { reduce_rows(lat, acc.data(), c, g[0].data(), b, e); }, 256);
+  // Workspace arrays (cached, not zero-filled): every row is written before it is read, except row m of the
+  // two global tables, the zero "missing neighbour" the blur reads.
+  WsArray<T> acc((size_t)lat.rows() * c), local((size_t)lat.rows() * c);
+  WsArray<T> g[2] = {WsArray<T>((size_t)(m + 1) * c), WsArray<T>((size_t)(m + 1) * c)};
+  for (auto& t : g) std::fill(t.get() + m * c, t.get() + (m + 1) * c, T(0));
+  ex.run(lat.nchunks, [&](int k) { splat_chunk(lat, k, in, c, acc.get()); });
+  ex.parallel_for(m, [&](int64_t b, int64_t e) { reduce_rows(lat, acc.get(), c, g[0].get(), b, e); }, 256);
   int cur = 0;
   for (int pass = 0; pass <= lat.d; ++pass) {
     const int j = adjoint ? lat.d - pass : pass;
-    const T* src = g[cur].data();
-    T* dst = g[1 - cur].data();
+    const T* src = g[cur].get();
+    T* dst = g[1 - cur].get();
     ex.parallel_for(m, [&](int64_t b, int64_t e) { blur_rows<T>(lat, j, src, dst, c, b, e); }, 256);
     cur = 1 - cur;
   }
-  const T* blurred = g[cur].data();
-  ex.parallel_for(lat.rows(), [&](int64_t b, int64_t e) { distribute_rows(lat, blurred, c, local.data(), b, e); },
+  const T* blurred = g[cur].get();
+  ex.parallel_for(lat.rows(), [&](int64_t b, int64_t e) { distribute_rows(lat, blurred, c, local.get(), b, e); },
                   1024);
   ex.run(lat.nchunks, [&](int k) {
     for (int64_t p = lat.chunk_begin[k]; p < lat.chunk_begin[k + 1]; ++p)
-      slice_pixel(lat, p, local.data(), c, out + p * c);
+      slice_pixel(lat, p, local.get(), c, out + p * c);
   });
 }
 
