@@ -205,7 +205,7 @@ def test_float64_and_autocast_precision(monkeypatch, caplog):
     assert out32.dtype == torch.float32 and _rel(out32.detach().double(), out64.detach()) < 1e-6
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the layer keeps float32 inside
         assert torch.equal(layer(x.float(), im), out32)
-    monkeypatch.setattr(CL, "_said_half", False)
+    monkeypatch.setattr(CL, "_said", set())
     with caplog.at_level(logging.INFO, logger="pyseg.crf.layer"):
         half = layer(x.to(torch.bfloat16), im)
     assert half.dtype == torch.bfloat16 and "bfloat16 logits are refined in float32" in caplog.text

@@ -8,6 +8,7 @@ layer and the float64 oracle, with no host round trip.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -326,7 +327,7 @@ def test_cuda_layer_makes_no_host_round_trip(monkeypatch):
 
 
 @pytest.mark.cuda
-def test_cuda_layer_deterministic_mixed_devices_and_autocast():
+def test_cuda_layer_deterministic_mixed_devices_and_autocast(monkeypatch, caplog):
     import torch
 
     from pyseg.crf import layer as CL
@@ -347,3 +348,8 @@ def test_cuda_layer_deterministic_mixed_devices_and_autocast():
     with torch.autocast("cuda", dtype=torch.float16):
         half = layer(x.half(), images)
     assert half.dtype == torch.float16 and float((half.float() - runs[0][0]).abs().max()) < 5e-2
+    monkeypatch.setattr(CL, "_said", set())
+    with caplog.at_level(logging.WARNING, logger="pyseg.crf.layer"):
+        double = layer(x.double(), images)  # float32 kernels: float32 results in a float64 tensor, said once
+    assert double.dtype == torch.float64 and torch.equal(double.float(), runs[0][0])
+    assert "float64 logits on CUDA are refined in float32" in caplog.text

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 TERMS = ("gaussian", "bilateral")
 LEARNABLE = ("compat", "weights")
 _warned_cuda = False
-_said_half = False
+_said: set = set()  # the precision notes logged so far (_say_precision)
 
 
 class _Filter(torch.autograd.Function):
@@ -147,6 +147,17 @@ def _uses_cuda(logits: torch.Tensor) -> bool:
     return usable
 
 
+def _say_precision(dtype: torch.dtype, cuda: bool) -> None:
+    """Logs once per process and case when the layer computes in another precision than the logits' (float32
+    for half-precision logits, and for float64 ones on CUDA, whose kernels are float32)."""
+    if dtype in (torch.float16, torch.bfloat16) and "half" not in _said:
+        log.info("CRF layer: %s logits are refined in float32 (the result is cast back)", dtype)
+        _said.add("half")
+    elif cuda and dtype == torch.float64 and "float64" not in _said:
+        log.warning("CRF layer: float64 logits on CUDA are refined in float32 (CPU tensors run in float64)")
+        _said.add("float64")
+
+
 def _check_inputs(logits: torch.Tensor, image) -> torch.Tensor:
     """image as (B, H, W, 3) uint8 on the logits' device, after checking logits and image agree."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
@@ -204,11 +215,9 @@ def crf_layer(logits: torch.Tensor, image, compat: torch.Tensor, weights: torch.
     if iterations == 0:
         return logits
     device, dtype = logits.device, logits.dtype
-    global _said_half
-    if dtype in (torch.float16, torch.bfloat16) and not _said_half:
-        log.info("CRF layer: %s logits are refined in float32 (the result is cast back)", dtype)
-        _said_half = True
-    if _uses_cuda(logits):
+    cuda = _uses_cuda(logits)
+    _say_precision(dtype, cuda)
+    if cuda:
         for name, t in (("compat", compat), ("weights", weights)):
             if t.device != device:
                 raise ValueError(f"{name} must be on the logits' device {device}, got {t.device}")
