@@ -183,8 +183,8 @@ class Config:
         if self.model.crf is not None:
             from pyseg.models.crf_refined import parse_crf_spec
 
-            try:
-                parse_crf_spec(self.model.crf)
+            try:  # the parsed form: a run's config.yaml then holds the values, not a .json path that may go
+                self.model.crf = parse_crf_spec(self.model.crf)
             except ValueError as e:
                 raise ValueError(f"config: {e}") from None
         return self

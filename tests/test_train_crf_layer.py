@@ -112,6 +112,10 @@ def test_crf_params_from_a_tuned_file(tmp_path):
     assert spec["params"] == tuned.to_dict() and spec["iterations"] == 5
     with pytest.raises(ValueError, match=r"model.crf.params: CRF parameter file .*missing.json does not exist"):
         parse_crf_spec({"params": str(tmp_path / "missing.json")})
+    config = tmp_path / "c.yaml"  # the config keeps the values: a run does not depend on the file staying
+    config.write_text(yaml.safe_dump({"model": {"name": "deeplabv3_resnet18",
+                                                "crf": {"params": str(tmp_path / "crf_tuned.json")}}}))
+    assert load_config(config).model.crf["params"] == tuned.to_dict()
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="must hold a mapping of CRF parameters, got list"):
         CRFParams.from_file(tmp_path / "list.json")
