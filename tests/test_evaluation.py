@@ -69,7 +69,7 @@ def test_confusion_matrix_plot(tmp_path):
 
 def test_evaluate_runs_the_model(monkeypatch):
     torch = pytest.importorskip("torch")
-    from test_predict import FakeCRF, TinyDataset, tiny_model
+    from helpers import FakeCRF, TinyDataset, tiny_model
 
     from pyseg.inference import predict as P
     from pyseg.crf.params import CRFParams

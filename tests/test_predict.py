@@ -14,42 +14,7 @@ from pyseg.inference import inputs as I  # noqa: E402
 from pyseg.inference import predict as P  # noqa: E402
 from pyseg.inference import probs as PR  # noqa: E402
 from pyseg import submission as S  # noqa: E402
-
-
-class TinyDataset:
-    """Items as pyseg.data datasets give them without a transform; images of two sizes."""
-
-    def __init__(self, n=5, num_classes=3, sizes=((12, 16), (10, 10)), labelled=True, seed=0):
-        rng = np.random.default_rng(seed)
-        self.items = []
-        for i in range(n):
-            h, w = sizes[i % len(sizes)]
-            mask = np.zeros((h, w), np.int64)
-            mask[:, w // 2:] = 1 + i % (num_classes - 1)
-            img = (rng.integers(0, 40, (h, w, 3)) + 60 * mask[..., None]).astype(np.uint8)
-            item = {"image": img, "image_id": f"imgs/{i:03d}.jpg", "id": 100 + i}
-            if labelled:
-                item["mask"] = mask
-            self.items.append(item)
-        self.num_classes = num_classes
-        self.class_names = [f"c{i}" for i in range(num_classes)]
-        self.palette = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]][:num_classes], np.uint8)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return dict(self.items[i])
-
-    @property
-    def image_ids(self):
-        return [it["image_id"] for it in self.items]
-
-
-def tiny_model(num_classes=3, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-                               torch.nn.Conv2d(8, num_classes, 3, padding=1)).eval()
+from helpers import FakeCRF, TinyDataset, tiny_model  # noqa: E402
 
 
 def manual_probs(model, image, input_size):
@@ -128,21 +93,6 @@ def test_resolve_crf(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"sxy": 3}))
     with pytest.raises(ValueError, match="does not hold CRF parameters"):
         P.resolve_crf(str(tmp_path / "bad.json"))
-
-
-class FakeCRF:
-    """Stands in for dense_crf: records its inputs; 'refines' to the brightness threshold of the image."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, probs, image, params=None, device="auto", num_threads=None):
-        self.calls.append((probs.shape, image.dtype, image.shape, device))
-        assert probs.dtype == np.float32 and probs.ndim == 4 and image.ndim == 4
-        labels = (image.mean(-1) > 60).astype(np.int64)  # raw 0..255 image: the right half is brighter
-        out = np.zeros_like(probs)
-        np.put_along_axis(out, labels[:, None], 1.0, axis=1)
-        return out
 
 
 def test_crf_stage_gets_raw_images_grouped_by_size(monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from test_predict import TinyDataset, tiny_model  # noqa: E402
+from helpers import TinyDataset, tiny_model  # noqa: E402
 
 from pyseg.inference import predict as P  # noqa: E402
 from pyseg.inference import crf_tuning as T  # noqa: E402
