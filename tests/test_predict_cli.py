@@ -207,6 +207,17 @@ def test_tune_crf_cli_errors(env, capsys):
     assert rc == 2 and "predicts 5 classes" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("baseline,says", [(0.6, True), (0.4, False)])
+def test_tune_crf_says_when_no_crf_setting_helps(env, capsys, monkeypatch, baseline, says):
+    from pyseg.crf.params import CRFParams
+    from pyseg.inference import crf_tuning as T
+
+    result = T.TuneResult(CRFParams.preset("deeplab"), 0.5, baseline, {"deeplab": 0.5, "krahenbuhl": 0.45})
+    monkeypatch.setattr(T, "search", lambda *a, **k: result)
+    assert cli_tune.main(_args(env, ann="val.json")) == 0
+    assert ("no CRF setting beat the model alone" in capsys.readouterr().out) == says
+
+
 def test_tune_crf_cli_runs(env, tmp_path, capsys, monkeypatch):
     crf = pytest.importorskip("pyseg.crf")
     if not hasattr(crf, "dense_crf"):

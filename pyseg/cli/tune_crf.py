@@ -84,6 +84,8 @@ def main(argv=None) -> int:
         print(f"preset {name:<13} {s:.4f} ({s - res.baseline:+.4f})")
     print(f"best preset: {res.best_preset}")
     print(f"best found:          {res.best_score:.4f} ({res.gain:+.4f}): {_fmt(res.best)}")
+    if res.gain <= 0:
+        print("no CRF setting beat the model alone on these images: predict without --crf")
     if args.out:
         print(f"parameters: {args.out} (use --crf {args.out})")
     return 0
