@@ -37,10 +37,12 @@ if [ $rc -eq 0 ]; then
   record "GPU vs host emulation, bitwise repeat, all outputs written" $?
 fi
 
-step "pip install (PYSEG_CUDA=ON, architectures $ARCH)"
-PYSEG_CUDA=ON PYSEG_CUDA_ARCHITECTURES=$ARCH timeout 300 $PY -m pip install --no-build-isolation --no-deps -v . \
-  > "$LOG/pip_install.txt" 2>&1
-rc=$?; grep -E "pyseg: CUDA module|rror" "$LOG/pip_install.txt" | head -20; record "pip install" $rc
+if [ "${PYSEG_GPU_INSTALLED:-0}" != 1 ]; then  # gpu_all_check.sh installs once for all the checks
+  step "pip install (PYSEG_CUDA=ON, architectures $ARCH)"
+  PYSEG_CUDA=ON PYSEG_CUDA_ARCHITECTURES=$ARCH timeout 300 $PY -m pip install --no-build-isolation --no-deps -v . \
+    > "$LOG/pip_install.txt" 2>&1
+  rc=$?; grep -E "pyseg: CUDA module|rror" "$LOG/pip_install.txt" | head -20; record "pip install" $rc
+fi
 (cd /tmp && $PY -c "from pyseg.crf import cuda_backend, backends; print(cuda_backend.status(), backends())")
 (cd /tmp && $PY -c "from pyseg.crf import cuda_backend; raise SystemExit(0 if cuda_backend.status()[0] else 1)")
 record "installed module imports and sees the GPU" $?
@@ -72,7 +74,9 @@ record "benchmarks/crf_speed_cuda.py" $?
 : > "$LOG/sanitizer.txt"
 if [ -x build/gpucheck/check ] && [ -n "$SAN" ]; then
   for tool in memcheck racecheck initcheck synccheck; do
-    if [ $(( $(date +%s) - T0 )) -gt 420 ]; then record "compute-sanitizer $tool (skipped: out of time)" 1; continue; fi
+    if [ $(( $(date +%s) - T0 )) -gt 420 ] || out_of_time 100; then
+      record "compute-sanitizer $tool (skipped: out of time)" 1; continue
+    fi
     step "compute-sanitizer --tool $tool (small cases)"
     echo "== $tool" >> "$LOG/sanitizer.txt"
     timeout 90 "$SAN" --tool $tool --error-exitcode 99 build/gpucheck/check --small >> "$LOG/sanitizer.txt" 2>&1

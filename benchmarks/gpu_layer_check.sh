@@ -25,7 +25,7 @@ step "environment"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 
-if [ $SMOKE -eq 0 ]; then
+if [ $SMOKE -eq 0 ] && [ "${PYSEG_GPU_INSTALLED:-0}" != 1 ]; then  # gpu_all_check.sh installs once for all
   step "pip install (PYSEG_CUDA=ON, architectures $ARCH)"
   (cd "$ROOT" && PYSEG_CUDA=ON PYSEG_CUDA_ARCHITECTURES=$ARCH timeout 400 $PY -m pip install --no-build-isolation \
     --no-deps -v . > "$LOG/pip_install.txt" 2>&1)

@@ -56,7 +56,7 @@ $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvisio
 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 echo "data: $DATA  out: $OUT  smoke: $SMOKE"
 
-if [ $SMOKE -eq 0 ]; then
+if [ $SMOKE -eq 0 ] && [ "${PYSEG_GPU_INSTALLED:-0}" != 1 ]; then  # gpu_all_check.sh installs once for all
   step "pip install (PYSEG_CUDA=ON, architectures $ARCH)"
   (cd "$ROOT" && PYSEG_CUDA=ON PYSEG_CUDA_ARCHITECTURES=$ARCH timeout 300 $PY -m pip install --no-build-isolation \
     --no-deps . > "$WORK/pip_install.txt" 2>&1)

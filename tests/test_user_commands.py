@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -109,25 +110,33 @@ def test_crf_gain_quickest(guarded_env, shared_data):
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.timeout(960)  # the suite's 300 s is too short for this whole pipeline; its own 900 s limit comes first
-def test_gpu_train_check_smoke(guarded_env, shared_data, tmp_path):
-    """The GPU training check end to end on the CPU: tiny model, 2 iterations, every step ok, the files left."""
-    env = dict(guarded_env, PYTHON=sys.executable, OUT=str(tmp_path / "out"))
-    out = _run(["bash", "benchmarks/gpu_train_check.sh", "--smoke", str(shared_data / "trashcan")], env, timeout=900)
-    assert "FAILED" not in out
-    files = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert files == ["confusion_val.png", "gpu_train_check.log", "metrics.csv", "plots/loss.png", "plots/lr.png",
-                     "plots/miou.png", "submission.csv", "summary.json"]
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+@pytest.mark.timeout(960)  # the suite's 300 s is too short for this whole pipeline; its own budget comes first
+def test_gpu_all_check_smoke(guarded_env, shared_data, tmp_path):
+    """The one-call GPU driver on the CPU: the layer's and the training check's --smoke runs (tiny model, 2
+    iterations), every step ok, the files the device tool would bring back."""
+    out_dir = tmp_path / "out"
+    env = dict(guarded_env, PYTHON=sys.executable, OUT=str(out_dir), BUDGET_SECONDS="900")
+    out = _run(["bash", "benchmarks/gpu_all_check.sh", "--smoke", str(shared_data / "trashcan")], env, timeout=940)
+    assert "FAILED" not in out and "ok      train: " in out and "ok      layer: " in out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["gpu_all_check.log", "layer.log", "layer_speed.json",
+                                                          "results.tar.gz", "summary.json", "train.log"]
+    with tarfile.open(out_dir / "results.tar.gz") as tar:
+        files = sorted(n for n in tar.getnames() if tar.getmember(n).isfile())
+    assert files == ["./train/confusion_val.png", "./train/metrics.csv", "./train/plots/loss.png",
+                     "./train/plots/lr.png", "./train/plots/miou.png", "./train/submission.csv"]
+    summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["smoke"] and summary["epochs"] == 1
     assert set(summary["val"]) == {"no_crf", "crf"} and summary["crf_params"]["params"]
     assert 0 < summary["predict_test_s"]["without_crf"] < summary["predict_test_s"]["with_tuned_crf"]
     assert summary["train_speed"]["loop"]["efficiency"] > 0
-    rows = (tmp_path / "out" / "submission.csv").read_text().splitlines()
+    with tarfile.open(out_dir / "results.tar.gz") as tar:
+        rows = tar.extractfile("./train/submission.csv").read().decode().splitlines()
     assert rows[0] == "image_id,PredictionString" and len(rows) == 151
+    assert "CRF layer forward + backward" in (out_dir / "layer.log").read_text()
 
 
-def test_gpu_train_check_refuses_a_folder_without_the_jsons(tmp_path, guarded_env):
-    r = subprocess.run(["bash", "benchmarks/gpu_train_check.sh", "--smoke", str(tmp_path)], cwd=REPO,
+@pytest.mark.parametrize("script", ["gpu_train_check.sh", "gpu_all_check.sh"])
+def test_gpu_checks_refuse_a_folder_without_the_jsons(tmp_path, guarded_env, script):
+    r = subprocess.run(["bash", f"benchmarks/{script}", "--smoke", str(tmp_path)], cwd=REPO,
                        env=guarded_env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "DATA_DIR with train.json, val.json" in r.stderr
+    assert r.returncode == 2 and "DATA_DIR" in r.stderr and str(tmp_path) in r.stderr
