@@ -196,6 +196,9 @@ def test_evaluate_reports_metrics_and_plot(env, tmp_path, capsys):
     assert (tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rc = cli_evaluate.main(_args(env, ann="test.json") + ["--crf", "off"])
     assert rc == 2 and "has no annotations" in capsys.readouterr().err
+    rc = cli_evaluate.main(_args(env, ann="val.json") + ["--crf-layer", "off"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--crf-layer off:" in err and "has no CRF layer" in err
 
 
 def test_tune_crf_cli_errors(env, capsys):

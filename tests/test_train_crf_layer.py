@@ -4,6 +4,7 @@ without a second CRF unless asked."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -68,6 +69,17 @@ def test_train_learns_the_crf_and_the_checkpoint_keeps_it(tmp_path, demo, monkey
     assert evaluate_cli.main(data + ["--crf", "krahenbuhl", "--json", "asked.json"]) == 0
     assert json.loads((tmp_path / "asked.json").read_text())["crf"] is not None
     assert "applying a second CRF (krahenbuhl) as asked" in capsys.readouterr().err
+    # --crf-layer off: the network alone, then a plain model (so --crf auto means the default CRF)
+    from pyseg.cli import common
+
+    args = SimpleNamespace(checkpoint=data[1], data_root=str(demo), ann="val.json", images=None, masks=None,
+                           device="cpu", crf_layer="off", crf="auto", input_size=None, tta=None, crf_device="auto",
+                           batch_size=2, num_threads=None, num_workers=0, limit=None, crf_overlap="auto")
+    net = common.load_everything(args)[0]
+    assert net is not None and not isinstance(net, CRFRefined) and not any("crf." in k for k in net.state_dict())
+    assert args.crf == "krahenbuhl"
+    assert evaluate_cli.main(data + ["--crf-layer", "off", "--crf", "off", "--json", "net.json"]) == 0
+    assert json.loads((tmp_path / "net.json").read_text())["crf"] is None
 
 
 def test_the_layer_sees_the_raw_image():

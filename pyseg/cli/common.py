@@ -27,6 +27,9 @@ def add_model_args(p: argparse.ArgumentParser, crf_default: str) -> None:
     p.add_argument("--crf", default=crf_default,
                    help=f"dense CRF after the model: off, a preset (krahenbuhl, deeplab) or a JSON of parameters "
                         f"from pyseg-tune-crf --out (default {crf_default}{auto})")
+    p.add_argument("--crf-layer", default="on", choices=["on", "off"],
+                   help="for a model trained with the CRF layer (model.crf): off runs the network without it, "
+                        "to see what the layer adds at inference")
     p.add_argument("--crf-device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the CRF runs (auto: the GPU when the model is on one and CUDA is built)")
     p.add_argument("--crf-overlap", default="auto", choices=["auto", "on", "off"],
@@ -84,14 +87,19 @@ def load_everything(args, local_rank: int = 0):
         raise ValueError("missing the data: --ann (a COCO json) or --images [--masks] (image and label folders)")
     device = resolve_device(args.device, local_rank, what="--device")
     model, ckpt = I.load_trained_model(args.checkpoint, device)
+    layer = bool(ckpt.get("crf"))
+    if args.crf_layer == "off":
+        if not layer:
+            raise ValueError(f"--crf-layer off: {args.checkpoint} has no CRF layer (it was trained without model.crf)")
+        model, layer = model.net, False  # CRFRefined's network alone
     ds, name = open_data(args, ckpt)
     I.check_classes(ckpt, ds.num_classes, ds.class_names, str(args.ann if args.ann is not None else args.images))
     if args.input_size is not None and args.input_size < 0:
         raise ValueError(f"--input-size must be >= 0, got {args.input_size}")
     input_size = (args.input_size or None) if args.input_size is not None else I.input_size_from_checkpoint(ckpt)
     if args.crf == "auto":  # a model with the CRF layer gets no second CRF unless asked
-        args.crf = "off" if ckpt.get("crf") else "krahenbuhl"
-    elif ckpt.get("crf") and args.crf != "off":
+        args.crf = "off" if layer else "krahenbuhl"
+    elif layer and args.crf != "off":
         print(f"note: the model ends in a CRF layer; applying a second CRF ({args.crf}) as asked", file=sys.stderr)
     kwargs = dict(input_size=input_size, tta=P.parse_tta(args.tta), crf=P.resolve_crf(args.crf),
                   crf_device=args.crf_device, batch_size=args.batch_size, num_threads=args.num_threads,
