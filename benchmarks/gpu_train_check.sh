@@ -92,7 +92,7 @@ echo "epochs: ${EPOCHS:-?} (about ${TRAIN_SECONDS:-180} s at the measured loop s
 timeout 900 $PY -m pyseg.train --config "$ROOT/configs/trashcan_deeplabv3plus_resnet50.yaml" \
   --output-dir "$WORK/run" --epochs "${EPOCHS:-1}" --set data.root="$DATA" model.kwargs.pretrained_backbone=null \
   optim.lr=1e-3 optim.backbone_lr=null data.cache=ram "${TRAIN[@]}"
-record "pyseg-train ($EPOCHS epochs)" $?
+record "pyseg-train (${EPOCHS:-?} epochs)" $?
 CKPT=$WORK/run/checkpoints/best.pt
 cp "$WORK/run/metrics.csv" "$OUT/" 2>/dev/null
 cp "$WORK/run/plots/"{lr,loss,miou}.png "$OUT/plots/" 2>/dev/null
