@@ -37,8 +37,13 @@ std::string shape_str(const py::array& a) {
 }
 
 template <class T>
+bool has_dtype(const py::array& a) {
+  return py::dtype::of<T>().is(a.dtype()) || a.dtype().num() == py::dtype::of<T>().num();
+}
+
+template <class T>
 void require(const py::array& a, const char* name, int ndim, const char* dtype_name) {
-  if (!py::dtype::of<T>().is(a.dtype()) && a.dtype().num() != py::dtype::of<T>().num()) {
+  if (!has_dtype<T>(a)) {
     throw py::type_error(std::string(name) + " must be a " + dtype_name + " array, got dtype " +
                          std::string(py::str(a.dtype())));
   }
@@ -228,8 +233,7 @@ class PyLatticeFilter {
 
   // float32 rows give float32, float64 rows float64 (the same lattice, every sum in double).
   py::array apply(const py::array& values, bool adjoint, int threads) const {
-    if (py::dtype::of<double>().is(values.dtype()) || values.dtype().num() == py::dtype::of<double>().num())
-      return apply_as<double>(values, adjoint, threads);
+    if (has_dtype<double>(values)) return apply_as<double>(values, adjoint, threads);
     return apply_as<float>(values, adjoint, threads);
   }
   int64_t n() const { return op_->n(); }

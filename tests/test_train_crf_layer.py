@@ -3,8 +3,8 @@ without a second CRF unless asked."""
 
 from __future__ import annotations
 
+import argparse
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -72,9 +72,9 @@ def test_train_learns_the_crf_and_the_checkpoint_keeps_it(tmp_path, demo, monkey
     # --crf-layer off: the network alone, then a plain model (so --crf auto means the default CRF)
     from pyseg.cli import common
 
-    args = SimpleNamespace(checkpoint=data[1], data_root=str(demo), ann="val.json", images=None, masks=None,
-                           device="cpu", crf_layer="off", crf="auto", input_size=None, tta=None, crf_device="auto",
-                           batch_size=2, num_threads=None, num_workers=0, limit=None, crf_overlap="auto")
+    parser = argparse.ArgumentParser()
+    common.add_model_args(parser, crf_default="auto")
+    args = parser.parse_args(data + ["--crf-layer", "off"])
     net = common.load_everything(args)[0]
     assert net is not None and not isinstance(net, CRFRefined) and not any("crf." in k for k in net.state_dict())
     assert args.crf == "krahenbuhl"
